@@ -1,0 +1,166 @@
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::OrderStatus;
+
+/// The id of a stored event: opaque to clients, increasing within an order (and across the
+/// whole store), the same across restarts. On the wire it is a decimal string.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EventId(pub i64);
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl FromStr for EventId {
+    type Err = std::num::ParseIntError;
+
+    /// Only plain positive decimal numbers are ids; anything else is an error.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if !s.bytes().all(|b| b.is_ascii_digit()) {
+            // Reuse the integer parser's error for signs, spaces and other text.
+            return "x".parse::<i64>().map(EventId);
+        }
+        s.parse().map(EventId)
+    }
+}
+
+impl Serialize for EventId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for EventId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(deserializer)?;
+        raw.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// One status change of one order: the seed's `OrderStatusUpdate`, and the SSE `data` line.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderStatusUpdate {
+    pub order_id: Uuid,
+    pub status: OrderStatus,
+    /// RFC 3339, UTC, millisecond precision.
+    #[serde(with = "millis")]
+    pub timestamp: DateTime<Utc>,
+}
+
+impl OrderStatusUpdate {
+    /// An update stamped with `at` truncated to whole milliseconds, so that what is stored,
+    /// sent and read back are the same instant.
+    pub fn new(order_id: Uuid, status: OrderStatus, at: DateTime<Utc>) -> Self {
+        let timestamp = at.duration_trunc(TimeDelta::milliseconds(1)).unwrap_or(at);
+        Self {
+            order_id,
+            status,
+            timestamp,
+        }
+    }
+}
+
+/// A stored event: an update with its id.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderEvent {
+    pub id: EventId,
+    #[serde(flatten)]
+    pub update: OrderStatusUpdate,
+}
+
+impl OrderEvent {
+    pub fn status(&self) -> OrderStatus {
+        self.update.status
+    }
+}
+
+/// Serde for `DateTime<Utc>` as RFC 3339 with exactly three fractional digits and `Z`.
+pub(crate) mod millis {
+    use chrono::{DateTime, SecondsFormat, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(at: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&at.to_rfc3339_opts(SecondsFormat::Millis, true))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<DateTime<Utc>, D::Error> {
+        let raw = String::deserialize(deserializer)?;
+        DateTime::parse_from_rfc3339(&raw)
+            .map(|at| at.with_timezone(&Utc))
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn sample() -> OrderEvent {
+        let at = Utc.with_ymd_and_hms(2026, 11, 23, 23, 10, 0).unwrap()
+            + TimeDelta::nanoseconds(123_456_789);
+        OrderEvent {
+            id: EventId(42),
+            update: OrderStatusUpdate::new(
+                "67e55044-10b1-426f-9247-bb680e5fe0c8".parse().unwrap(),
+                OrderStatus::Packed,
+                at,
+            ),
+        }
+    }
+
+    #[test]
+    fn update_json_is_camel_case_with_wire_status_and_millisecond_utc_time() {
+        let json = serde_json::to_string(&sample().update).unwrap();
+        assert_eq!(
+            json,
+            r#"{"orderId":"67e55044-10b1-426f-9247-bb680e5fe0c8","status":"Packed","timestamp":"2026-11-23T23:10:00.123Z"}"#
+        );
+    }
+
+    #[test]
+    fn event_json_carries_its_id_as_a_string_and_round_trips() {
+        let event = sample();
+        let json = serde_json::to_string(&event).unwrap();
+        assert_eq!(
+            json,
+            r#"{"id":"42","orderId":"67e55044-10b1-426f-9247-bb680e5fe0c8","status":"Packed","timestamp":"2026-11-23T23:10:00.123Z"}"#
+        );
+        assert_eq!(serde_json::from_str::<OrderEvent>(&json).unwrap(), event);
+    }
+
+    #[test]
+    fn whole_seconds_still_get_three_fraction_digits() {
+        let at = Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap();
+        let update = OrderStatusUpdate::new(Uuid::nil(), OrderStatus::Created, at);
+        let json = serde_json::to_value(&update).unwrap();
+        assert_eq!(json["timestamp"], "2026-01-02T03:04:05.000Z");
+    }
+
+    #[test]
+    fn event_ids_are_plain_decimal_numbers() {
+        assert_eq!("17".parse::<EventId>(), Ok(EventId(17)));
+        for bad in [
+            "",
+            "-1",
+            "+1",
+            " 1",
+            "1.0",
+            "abc",
+            "99999999999999999999",
+            "١",
+        ] {
+            assert!(bad.parse::<EventId>().is_err(), "{bad:?}");
+        }
+    }
+}

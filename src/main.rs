@@ -1,0 +1,88 @@
+//! Wiring only: configuration, logging, the store, the router, and a graceful shutdown.
+#[cfg(feature = "ssr")]
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    use std::time::Duration;
+
+    use clap::Parser;
+    use leptos::prelude::get_configuration;
+    use order_tracking::server::{config::Config, router, AppState};
+    use tracing_subscriber::EnvFilter;
+
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+
+    let config = Config::parse();
+    let mut leptos_options = match get_configuration(None) {
+        Ok(conf) => conf.leptos_options,
+        Err(err) => {
+            tracing::error!(error = %err, "invalid LEPTOS_* configuration");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    if leptos_options.output_name.is_empty() {
+        // Built without cargo-leptos (e.g. `cargo run`): the bundle keeps the crate's name.
+        leptos_options.output_name = env!("CARGO_PKG_NAME").into();
+    }
+    let addr = leptos_options.site_addr;
+    if config.demo_mode() {
+        tracing::warn!("ADMIN_TOKEN is not set: running in demo mode, anyone may create orders and publish statuses");
+    }
+
+    let state = match AppState::open(leptos_options, config).await {
+        Ok(state) => state,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot open the store");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let shutdown = state.shutdown.clone();
+    let app = router(state);
+
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(listener) => listener,
+        Err(err) => {
+            tracing::error!(%addr, error = %err, "cannot listen");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    tracing::info!("listening on http://{addr}");
+
+    let signalled = async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: ending open streams");
+        shutdown.cancel();
+        // Whatever is still open after 5 s does not hold the process.
+        tokio::spawn(async {
+            tokio::time::sleep(Duration::from_millis(4500)).await;
+            tracing::warn!("connections still open after 4.5 s; exiting anyway");
+            std::process::exit(0);
+        });
+    };
+    if let Err(err) = axum::serve(listener, app)
+        .with_graceful_shutdown(signalled)
+        .await
+    {
+        tracing::error!(error = %err, "server failed");
+        return std::process::ExitCode::FAILURE;
+    }
+    std::process::ExitCode::SUCCESS
+}
+
+#[cfg(feature = "ssr")]
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = terminate.recv() => {},
+    }
+}
+
+#[cfg(not(feature = "ssr"))]
+pub fn main() {
+    // The browser half starts in `lib.rs` (`hydrate`); there is no client-side main.
+}

@@ -1,0 +1,27 @@
+//! The pages a customer sees, with the server functions that feed them. Rendered on the
+//! server, hydrated in the browser; [`live`] is the browser's side of the stream.
+mod home;
+#[cfg(feature = "hydrate")]
+mod live;
+mod order;
+mod time;
+
+pub use home::HomePage;
+pub use order::OrderPage;
+
+use leptos::prelude::*;
+
+/// Shown for any path the app does not know.
+#[component]
+pub fn NotFound() -> impl IntoView {
+    #[cfg(feature = "ssr")]
+    if let Some(response) = use_context::<leptos_axum::ResponseOptions>() {
+        response.set_status(axum::http::StatusCode::NOT_FOUND);
+    }
+    view! {
+        <section class="card notice">
+            <h1>"Page not found"</h1>
+            <p>"There is nothing at this address. " <a href="/">"Back to your orders"</a></p>
+        </section>
+    }
+}

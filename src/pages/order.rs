@@ -1,0 +1,211 @@
+//! `/orders/{id}`: the order's timeline, rendered with the events known at load and kept
+//! live in the browser by an EventSource that resumes after the last rendered event.
+use leptos::prelude::*;
+use leptos_meta::Title;
+use leptos_router::hooks::use_params_map;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::domain::{OrderEvent, OrderStatus};
+use crate::pages::time::{local_label, utc_label};
+
+/// What the server knows of an order id.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum OrderLookup {
+    /// A valid id: its events so far (none for an order not placed yet).
+    Known { id: Uuid, events: Vec<OrderEvent> },
+    /// Not an order id at all.
+    Invalid,
+}
+
+#[server(prefix = "/_server")]
+pub async fn lookup_order(raw_id: String) -> Result<OrderLookup, ServerFnError> {
+    let Ok(id) = crate::domain::parse_order_id(&raw_id) else {
+        return Ok(OrderLookup::Invalid);
+    };
+    let state = expect_context::<crate::server::AppState>();
+    let events = state.log.events(id).await.map_err(|err| {
+        tracing::error!(error = %err, order_id = %id, "reading an order");
+        ServerFnError::new("This order cannot be read right now.")
+    })?;
+    if events.is_empty() {
+        if let Some(response) = use_context::<leptos_axum::ResponseOptions>() {
+            response.set_status(axum::http::StatusCode::NOT_FOUND);
+        }
+    }
+    Ok(OrderLookup::Known { id, events })
+}
+
+/// The state of the live connection, as the badge shows it. The server renders only
+/// `Connecting` and `Completed`; the others come from the browser.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
+pub enum Connection {
+    Connecting,
+    Live,
+    Reconnecting,
+    Offline,
+    Completed,
+}
+
+impl Connection {
+    pub fn label(self) -> &'static str {
+        match self {
+            Connection::Connecting => "Connecting…",
+            Connection::Live => "Live",
+            Connection::Reconnecting => "Reconnecting…",
+            Connection::Offline => "Offline",
+            Connection::Completed => "Completed",
+        }
+    }
+
+    fn class(self) -> &'static str {
+        match self {
+            Connection::Connecting => "badge connecting",
+            Connection::Live => "badge live",
+            Connection::Reconnecting => "badge reconnecting",
+            Connection::Offline => "badge offline",
+            Connection::Completed => "badge completed",
+        }
+    }
+}
+
+/// A step's place relative to the order's latest status (`None`: not placed yet).
+pub fn step_state(step: OrderStatus, latest: Option<OrderStatus>) -> &'static str {
+    match latest {
+        Some(latest) if latest.is_final() || step < latest => "done",
+        Some(latest) if step == latest => "current",
+        _ => "pending",
+    }
+}
+
+#[component]
+pub fn OrderPage() -> impl IntoView {
+    let params = use_params_map();
+    let lookup = Resource::new(
+        move || params.read().get("id").unwrap_or_default(),
+        lookup_order,
+    );
+    view! {
+        <Suspense fallback=|| view! { <p class="muted">"Loading your order…"</p> }>
+            {move || Suspend::new(async move {
+                match lookup.await {
+                    Ok(OrderLookup::Known { id, events }) => view! { <Tracker id events /> }.into_any(),
+                    Ok(OrderLookup::Invalid) => view! {
+                        <Title text="Unknown order" />
+                        <section class="card notice">
+                            <h1>"That is not an order number"</h1>
+                            <p>"Check the link in your confirmation e-mail. " <a href="/">"See recent orders"</a></p>
+                        </section>
+                    }.into_any(),
+                    Err(err) => view! {
+                        <section class="card notice"><p class="error">{err.to_string()}</p></section>
+                    }.into_any(),
+                }
+            })}
+        </Suspense>
+    }
+}
+
+/// The live timeline of one order.
+#[component]
+fn Tracker(id: Uuid, events: Vec<OrderEvent>) -> impl IntoView {
+    let events = RwSignal::new(events);
+    let latest = Memo::new(move |_| events.with(|events| events.last().map(OrderEvent::status)));
+    let initial = if latest.get_untracked().is_some_and(OrderStatus::is_final) {
+        Connection::Completed
+    } else {
+        Connection::Connecting
+    };
+    let connection = RwSignal::new(initial);
+    let announcement = RwSignal::new(String::new());
+    // Times read in UTC as rendered by the server, in local time once hydrated.
+    let in_browser = RwSignal::new(false);
+
+    #[cfg(feature = "hydrate")]
+    Effect::new(move |_| {
+        in_browser.set(true);
+        if connection.get_untracked() != Connection::Completed {
+            let feed = crate::pages::live::LiveFeed::start(id, events, connection, announcement);
+            let feed = send_wrapper::SendWrapper::new(feed);
+            on_cleanup(move || feed.take().stop());
+        }
+    });
+
+    let progress = move || {
+        latest.get().map_or(0, |status| {
+            status.index() * 100 / (OrderStatus::ALL.len() - 1)
+        })
+    };
+    let id_text = id.to_string();
+
+    view! {
+        <Title text=format!("Order {}", &id_text[..8]) />
+        <section class="card tracker">
+            <div class="tracker-head">
+                <div>
+                    <p class="eyebrow">"Order"</p>
+                    <h1 class="order-id"><code data-testid="order-id">{id_text.clone()}</code></h1>
+                </div>
+                <span data-testid="connection" class=move || connection.get().class() role="status">
+                    {move || connection.get().label()}
+                </span>
+            </div>
+            <Show when=move || latest.get().is_none()>
+                <p class="notice-inline" data-testid="not-found">
+                    "We can't find an order with this number yet. If you have just placed it, "
+                    "keep this page open: it appears here as soon as we receive it."
+                </p>
+            </Show>
+            <div class="progress" role="progressbar" aria-label="Delivery progress"
+                aria-valuemin="0" aria-valuemax="100" aria-valuenow=move || progress().to_string()>
+                <div class="progress-bar" style:width=move || format!("{}%", progress())></div>
+            </div>
+            <ol class="timeline">
+                {OrderStatus::ALL.into_iter().map(|status| {
+                    let state = move || step_state(status, latest.get());
+                    let at = move || events.with(|events| events.get(status.index()).map(|e| e.update.timestamp));
+                    view! {
+                        <li data-testid="step" data-status=status.wire_name() data-state=state
+                            class=move || format!("step {}", state())
+                            aria-current=move || (state() == "current").then_some("step")>
+                            <span class="step-dot" aria-hidden="true"></span>
+                            <span class="step-label">{status.label()}</span>
+                            {move || at().map(|at| view! {
+                                <time class="step-time" datetime=at.to_rfc3339()>
+                                    {move || if in_browser.get() { local_label(at) } else { utc_label(at) }}
+                                </time>
+                            })}
+                        </li>
+                    }
+                }).collect_view()}
+            </ol>
+            <p class="sr-only" aria-live="polite" data-testid="announcer">{move || announcement.get()}</p>
+        </section>
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_before_the_latest_are_done_after_it_pending() {
+        let states: Vec<_> = OrderStatus::ALL
+            .into_iter()
+            .map(|step| step_state(step, Some(OrderStatus::Packed)))
+            .collect();
+        assert_eq!(
+            states,
+            ["done", "done", "current", "pending", "pending", "pending"]
+        );
+    }
+
+    #[test]
+    fn once_delivered_every_step_is_done_and_before_creation_none_is() {
+        for step in OrderStatus::ALL {
+            assert_eq!(step_state(step, Some(OrderStatus::Delivered)), "done");
+            assert_eq!(step_state(step, None), "pending");
+        }
+    }
+}

@@ -1,0 +1,36 @@
+//! Configuration from the environment, with flags mirroring each variable (`--help`).
+//! The listen address comes from `LEPTOS_SITE_ADDR`, as for every cargo-leptos app.
+use clap::Parser;
+
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "order-tracking",
+    version,
+    about = "Live order tracking over Server-Sent Events"
+)]
+pub struct Config {
+    /// The embedded store; the file and its folder are created when missing.
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://data/orders.db")]
+    pub database_url: String,
+
+    /// When set, every mutating request needs `Authorization: Bearer <token>`. Unset: demo
+    /// mode, open to anyone, with the home page's demo button.
+    #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// Open streams above this get `503` with `Retry-After`.
+    #[arg(long, env = "MAX_STREAMS", default_value_t = 10_000)]
+    pub max_streams: u64,
+
+    /// Seconds between `: keep-alive` comments on a stream that sends nothing else.
+    #[arg(long, env = "KEEPALIVE_SECS", default_value_t = 15,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub keepalive_secs: u64,
+}
+
+impl Config {
+    /// Demo mode: no admin token, so anyone may create orders and run simulations.
+    pub fn demo_mode(&self) -> bool {
+        self.admin_token.is_none()
+    }
+}

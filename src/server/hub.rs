@@ -1,0 +1,167 @@
+//! Where events are fanned out: one bounded broadcast channel per order that has
+//! subscribers, created by the first subscriber and removed with the last. Every subscriber
+//! of an order gets every event; nothing is kept for orders nobody watches (the store has it).
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use bytes::Bytes;
+use tokio::sync::broadcast;
+use uuid::Uuid;
+
+use crate::domain::{EventId, OrderEvent, OrderStatus};
+
+/// How many events a subscriber may fall behind before it is dropped. An order has at most
+/// six events, so only a subscriber whose connection stalls can ever reach it.
+pub const SUBSCRIBER_BUFFER: usize = 16;
+
+/// An event as it goes out: encoded once, shared by every subscriber.
+#[derive(Debug)]
+pub struct Delivery {
+    pub id: EventId,
+    pub status: OrderStatus,
+    /// The whole SSE frame (`id`, `event`, `data`, blank line).
+    pub frame: Bytes,
+}
+
+impl Delivery {
+    pub fn new(event: &OrderEvent) -> Self {
+        Self {
+            id: event.id,
+            status: event.status(),
+            frame: crate::server::stream::encode_event(event),
+        }
+    }
+}
+
+type Channels = HashMap<Uuid, broadcast::Sender<Arc<Delivery>>>;
+
+#[derive(Clone, Default)]
+pub struct Hub {
+    channels: Arc<Mutex<Channels>>,
+}
+
+impl Hub {
+    fn channels(&self) -> std::sync::MutexGuard<'_, Channels> {
+        // The map stays consistent even if a holder panicked: every change is one call.
+        self.channels.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Starts receiving every event published for `order_id` from now on.
+    pub fn subscribe(&self, order_id: Uuid) -> Subscription {
+        let receiver = self
+            .channels()
+            .entry(order_id)
+            .or_insert_with(|| broadcast::channel(SUBSCRIBER_BUFFER).0)
+            .subscribe();
+        Subscription {
+            receiver: Some(receiver),
+            order_id,
+            hub: self.clone(),
+        }
+    }
+
+    /// Hands `delivery` to every current subscriber of its order; returns how many.
+    pub fn publish(&self, order_id: Uuid, delivery: Arc<Delivery>) -> usize {
+        match self.channels().get(&order_id) {
+            Some(sender) => sender.send(delivery).unwrap_or(0),
+            None => 0,
+        }
+    }
+
+    /// Orders with at least one subscriber.
+    pub fn watched_orders(&self) -> usize {
+        self.channels().len()
+    }
+}
+
+/// One subscriber's receiving end; leaving unsubscribes.
+pub struct Subscription {
+    receiver: Option<broadcast::Receiver<Arc<Delivery>>>,
+    order_id: Uuid,
+    hub: Hub,
+}
+
+impl Subscription {
+    pub async fn recv(&mut self) -> Result<Arc<Delivery>, broadcast::error::RecvError> {
+        match self.receiver.as_mut() {
+            Some(receiver) => receiver.recv().await,
+            None => Err(broadcast::error::RecvError::Closed),
+        }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        drop(self.receiver.take());
+        let mut channels = self.hub.channels();
+        if let Some(sender) = channels.get(&self.order_id) {
+            if sender.receiver_count() == 0 {
+                channels.remove(&self.order_id);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::OrderStatusUpdate;
+    use broadcast::error::RecvError;
+
+    fn delivery(order: Uuid, id: i64, status: OrderStatus) -> Arc<Delivery> {
+        Arc::new(Delivery::new(&OrderEvent {
+            id: EventId(id),
+            update: OrderStatusUpdate::new(order, status, chrono::Utc::now()),
+        }))
+    }
+
+    #[tokio::test]
+    async fn every_subscriber_of_an_order_gets_every_event() {
+        let hub = Hub::default();
+        let order = Uuid::new_v4();
+        let mut first = hub.subscribe(order);
+        let mut second = hub.subscribe(order);
+        let mut other = hub.subscribe(Uuid::new_v4());
+        assert_eq!(
+            hub.publish(order, delivery(order, 1, OrderStatus::Created)),
+            2
+        );
+        assert_eq!(
+            hub.publish(order, delivery(order, 2, OrderStatus::PaymentConfirmed)),
+            2
+        );
+        for sub in [&mut first, &mut second] {
+            assert_eq!(sub.recv().await.unwrap().id, EventId(1));
+            assert_eq!(sub.recv().await.unwrap().id, EventId(2));
+        }
+        assert!(other.receiver.as_mut().unwrap().try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn the_last_subscriber_leaving_frees_the_channel() {
+        let hub = Hub::default();
+        let order = Uuid::new_v4();
+        let first = hub.subscribe(order);
+        let second = hub.subscribe(order);
+        assert_eq!(hub.watched_orders(), 1);
+        drop(first);
+        assert_eq!(hub.watched_orders(), 1);
+        drop(second);
+        assert_eq!(hub.watched_orders(), 0);
+        assert_eq!(
+            hub.publish(order, delivery(order, 1, OrderStatus::Created)),
+            0
+        );
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_that_falls_behind_is_told_rather_than_buffered() {
+        let hub = Hub::default();
+        let order = Uuid::new_v4();
+        let mut slow = hub.subscribe(order);
+        for id in 0..(SUBSCRIBER_BUFFER as i64 + 1) {
+            hub.publish(order, delivery(order, id, OrderStatus::Created));
+        }
+        assert!(matches!(slow.recv().await, Err(RecvError::Lagged(1))));
+    }
+}

@@ -1,0 +1,109 @@
+//! Everything that runs only on the server: where an event is stored ([`store`]), fanned out
+//! ([`hub`]), published ([`event_log`]) and streamed ([`stream`]); the demo producer
+//! ([`simulate`]); the JSON API ([`orders`]); operations ([`health`], [`metrics`]); and the
+//! wiring of all of it into one axum [`router`].
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod event_log;
+pub mod health;
+pub mod hub;
+pub mod metrics;
+pub mod orders;
+pub mod simulate;
+pub mod store;
+pub mod stream;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, FromRef};
+use axum::routing::{get, post};
+use axum::Router;
+use leptos::prelude::LeptosOptions;
+use leptos_axum::{generate_route_list, LeptosRoutes};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::{shell, App};
+use config::Config;
+use event_log::EventLog;
+use metrics::Metrics;
+use simulate::Simulations;
+use store::{EventStore, SqliteStore, StoreError};
+
+/// What every handler and server function can reach.
+#[derive(Clone, FromRef)]
+pub struct AppState {
+    pub leptos_options: LeptosOptions,
+    pub log: EventLog,
+    pub simulations: Simulations,
+    pub config: Arc<Config>,
+    /// Cancelled on SIGTERM/SIGINT: open streams end so the server can exit.
+    pub shutdown: CancellationToken,
+    /// Ticks every `KEEPALIVE_SECS`: one timer shared by every stream.
+    pub keepalive: watch::Receiver<()>,
+}
+
+impl AppState {
+    /// Opens the store named by `config` and starts the shared keep-alive tick.
+    pub async fn open(leptos_options: LeptosOptions, config: Config) -> Result<Self, StoreError> {
+        let store: Arc<dyn EventStore> = Arc::new(SqliteStore::open(&config.database_url).await?);
+        let shutdown = CancellationToken::new();
+        let keepalive =
+            keepalive_tick(Duration::from_secs(config.keepalive_secs), shutdown.clone());
+        Ok(Self {
+            leptos_options,
+            log: EventLog::new(store, Arc::new(Metrics::default())),
+            simulations: Simulations::default(),
+            config: Arc::new(config),
+            shutdown,
+            keepalive,
+        })
+    }
+}
+
+fn keepalive_tick(period: Duration, shutdown: CancellationToken) -> watch::Receiver<()> {
+    let (tick, receiver) = watch::channel(());
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(period);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        interval.tick().await;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = interval.tick() => tick.send_replace(()),
+            };
+        }
+    });
+    receiver
+}
+
+/// The whole application: pages, server functions, streams, the API and operations routes.
+pub fn router(state: AppState) -> Router {
+    let mutating = Router::new()
+        .route("/api/orders", post(orders::create))
+        .route("/api/orders/{id}/status", post(orders::advance))
+        .route("/orders/{id}/simulate", post(simulate::simulate))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_admin,
+        ));
+    let reading = Router::new()
+        .route("/api/orders", get(orders::list))
+        .route("/api/orders/{id}", get(orders::get))
+        .route("/orders/{id}/stream", get(stream::stream))
+        .route("/healthz", get(health::healthz))
+        .route("/metrics", get(health::metrics));
+    let routes = generate_route_list(App);
+    Router::new()
+        .merge(mutating)
+        .merge(reading)
+        .layer(DefaultBodyLimit::max(orders::MAX_BODY_BYTES))
+        .leptos_routes(&state, routes, {
+            let options = state.leptos_options.clone();
+            move || shell(options.clone())
+        })
+        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
+        .with_state(state)
+}

@@ -1,0 +1,143 @@
+//! `POST /orders/{id}/simulate`: the seed's demo producer. Creates the order if needed, then
+//! publishes each remaining status `interval_ms` apart, in a task of the server's own that
+//! outlives the request.
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use uuid::Uuid;
+
+use crate::domain::{parse_order_id, OrderStatus};
+use crate::server::error::AppError;
+use crate::server::event_log::EventLog;
+use crate::server::store::StoreError;
+use crate::server::AppState;
+
+/// The seed's pause between two statuses.
+pub const DEFAULT_INTERVAL_MS: u64 = 2000;
+pub const MAX_INTERVAL_MS: u64 = 60_000;
+
+/// The orders being simulated now; at most one simulation per order.
+#[derive(Clone, Default)]
+pub struct Simulations {
+    running: Arc<Mutex<HashSet<Uuid>>>,
+}
+
+/// Holds an order's simulation slot; frees it when dropped.
+struct Claim {
+    simulations: Simulations,
+    order_id: Uuid,
+}
+
+impl Simulations {
+    fn running(&self) -> std::sync::MutexGuard<'_, HashSet<Uuid>> {
+        self.running.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn claim(&self, order_id: Uuid) -> Option<Claim> {
+        self.running().insert(order_id).then(|| Claim {
+            simulations: self.clone(),
+            order_id,
+        })
+    }
+
+    /// Starts simulating the order: creates it if needed (stored before this returns), then
+    /// publishes its remaining statuses in a background task. Errors: `SimulationRunning`,
+    /// `AlreadyDelivered`, or a store failure.
+    pub async fn start(
+        &self,
+        log: &EventLog,
+        order_id: Uuid,
+        interval: Duration,
+    ) -> Result<tokio::task::JoinHandle<()>, AppError> {
+        let claim = self.claim(order_id).ok_or(AppError::SimulationRunning)?;
+        let status = log.ensure_created(order_id).await?;
+        if status.is_final() {
+            return Err(AppError::AlreadyDelivered);
+        }
+        let log = log.clone();
+        Ok(tokio::spawn(async move {
+            let _claim = claim;
+            run(&log, order_id, status, interval).await;
+        }))
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.simulations.running().remove(&self.order_id);
+    }
+}
+
+/// Publishes the statuses after `current` until `Delivered`. When another publisher moves
+/// the order on meanwhile, it carries on from wherever the order is.
+async fn run(log: &EventLog, order_id: Uuid, mut current: OrderStatus, interval: Duration) {
+    while let Some(next) = current.next() {
+        tokio::time::sleep(interval).await;
+        match log.publish(order_id, next).await {
+            Ok(_) => current = next,
+            Err(StoreError::Conflict(_)) => match log.order(order_id).await {
+                Ok(Some(order)) => current = order.status,
+                Ok(None) => return,
+                Err(err) => {
+                    tracing::error!(%order_id, error = %err, "simulation stopped");
+                    return;
+                }
+            },
+            Err(err) => {
+                tracing::error!(%order_id, error = %err, "simulation stopped");
+                return;
+            }
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SimulateQuery {
+    interval_ms: Option<u64>,
+    wait: Option<bool>,
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Started {
+    order_id: Uuid,
+    stream: String,
+}
+
+pub async fn simulate(
+    State(state): State<AppState>,
+    Path(raw_id): Path<String>,
+    query: Result<Query<SimulateQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, AppError> {
+    let order_id = parse_order_id(&raw_id)?;
+    let Query(query) = query.map_err(|_| {
+        AppError::BadRequest(format!(
+            "interval_ms must be a whole number from 0 to {MAX_INTERVAL_MS}, and wait true or false"
+        ))
+    })?;
+    let interval_ms = query.interval_ms.unwrap_or(DEFAULT_INTERVAL_MS);
+    if interval_ms > MAX_INTERVAL_MS {
+        return Err(AppError::BadRequest(format!(
+            "interval_ms must be from 0 to {MAX_INTERVAL_MS}"
+        )));
+    }
+    let task = state
+        .simulations
+        .start(&state.log, order_id, Duration::from_millis(interval_ms))
+        .await?;
+    if query.wait.unwrap_or(false) {
+        task.await.map_err(AppError::internal)?;
+        return Ok((StatusCode::OK, "Order simulation completed.").into_response());
+    }
+    let started = Started {
+        order_id,
+        stream: format!("/orders/{order_id}/stream"),
+    };
+    Ok((StatusCode::ACCEPTED, Json(started)).into_response())
+}

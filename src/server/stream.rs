@@ -1,0 +1,208 @@
+//! `GET /orders/{id}/stream`: the order's stored events after the resume point, then its live
+//! events, as Server-Sent Events; ends after `Delivered`.
+//!
+//! No gap, no duplicate: the stream subscribes to the hub *before* it reads the store, so an
+//! event committed after the read arrives live, and one committed before it is in the read
+//! (or both, and then it is skipped). An order's events are its statuses in order, so the
+//! status index says which event comes next: an older one is a duplicate, a newer one means
+//! something was missed and is read back from the store.
+use std::convert::Infallible;
+use std::sync::atomic::Ordering;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde::Deserialize;
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::domain::{parse_order_id, EventId, OrderEvent, OrderStatus};
+use crate::server::error::AppError;
+use crate::server::AppState;
+
+/// The reconnection delay we ask EventSource to use, in milliseconds.
+pub const RETRY_MS: u32 = 3000;
+const RETRY_FRAME: &[u8] = b"retry: 3000\n\n";
+const KEEPALIVE_FRAME: &[u8] = b": keep-alive\n\n";
+
+/// Encodes one event as its SSE frame.
+pub fn encode_event(event: &OrderEvent) -> Bytes {
+    let data = serde_json::to_string(&event.update).expect("an update always serialises");
+    Bytes::from(format!(
+        "id: {}\nevent: order-update\ndata: {data}\n\n",
+        event.id
+    ))
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct StreamQuery {
+    last_event_id: Option<String>,
+}
+
+/// The resume point: the `Last-Event-ID` header when present and non-empty, else the
+/// `last_event_id` query parameter when non-empty. A value that is not an id resumes from
+/// the start, like an id of another order.
+fn resume_point(headers: &HeaderMap, query: &StreamQuery) -> Option<Option<EventId>> {
+    let from_header = headers
+        .get("last-event-id")
+        .map(HeaderValue::as_bytes)
+        .filter(|raw| !raw.is_empty())
+        .map(|raw| std::str::from_utf8(raw).ok().and_then(|s| s.parse().ok()));
+    let from_query = || {
+        query
+            .last_event_id
+            .as_deref()
+            .filter(|raw| !raw.is_empty())
+            .map(|raw| raw.parse().ok())
+    };
+    from_header.or_else(from_query)
+}
+
+pub async fn stream(
+    State(state): State<AppState>,
+    Path(raw_id): Path<String>,
+    query: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    let order_id = parse_order_id(&raw_id)?;
+    let query = query.map(|Query(q)| q).unwrap_or_default();
+    let resume = resume_point(&headers, &query).flatten();
+
+    let log = state.log.clone();
+    let metrics = log.metrics().clone();
+    let open = metrics
+        .open_stream(state.config.max_streams)
+        .ok_or(AppError::TooManyStreams)?;
+
+    // Subscribe first, then read: see the module docs.
+    let mut subscription = log.subscribe(order_id);
+    let history = log.events(order_id).await?;
+    // History position i holds status i (the schema guarantees it), so the position after
+    // the resume event is also the index of the next status the client needs.
+    let mut next = resume
+        .and_then(|id| history.iter().position(|event| event.id == id))
+        .map_or(0, |position| position + 1);
+    if next > 0 && history[next - 1].status().is_final() {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+
+    let shutdown = state.shutdown.clone();
+    let mut keepalive = state.keepalive.clone();
+    let body = async_stream::stream! {
+        let _open = open;
+        yield Ok::<_, Infallible>(Bytes::from_static(RETRY_FRAME));
+        for event in &history[next..] {
+            metrics.events_delivered.fetch_add(1, Ordering::Relaxed);
+            yield Ok(encode_event(event));
+        }
+        next = history.len();
+        drop(history);
+
+        while next < OrderStatus::ALL.len() {
+            enum Step {
+                Live(std::sync::Arc<crate::server::hub::Delivery>),
+                KeepAlive,
+                End,
+            }
+            let step = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => Step::End,
+                received = subscription.recv() => match received {
+                    Ok(delivery) => Step::Live(delivery),
+                    Err(RecvError::Lagged(_)) => {
+                        metrics.slow_subscribers_dropped.fetch_add(1, Ordering::Relaxed);
+                        Step::End
+                    }
+                    Err(RecvError::Closed) => Step::End,
+                },
+                changed = keepalive.changed() => match changed {
+                    Ok(()) => Step::KeepAlive,
+                    Err(_) => Step::End,
+                },
+            };
+            match step {
+                Step::End => break,
+                Step::KeepAlive => yield Ok(Bytes::from_static(KEEPALIVE_FRAME)),
+                Step::Live(delivery) => {
+                    let index = delivery.status.index();
+                    if index == next {
+                        next += 1;
+                        metrics.events_delivered.fetch_add(1, Ordering::Relaxed);
+                        yield Ok(delivery.frame.clone());
+                    } else if index > next {
+                        // Published out of order by concurrent writers: catch up from the store.
+                        let Ok(stored) = log.events(order_id).await else { break };
+                        for event in stored.iter().skip(next) {
+                            metrics.events_delivered.fetch_add(1, Ordering::Relaxed);
+                            yield Ok(encode_event(event));
+                        }
+                        next = next.max(stored.len());
+                    }
+                }
+            }
+        }
+    };
+
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::HeaderName::from_static("x-accel-buffering"), "no"),
+        ],
+        Body::from_stream(body),
+    )
+        .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(value: Option<&str>) -> StreamQuery {
+        StreamQuery {
+            last_event_id: value.map(str::to_owned),
+        }
+    }
+
+    fn header(value: &[u8]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert("last-event-id", HeaderValue::from_bytes(value).unwrap());
+        headers
+    }
+
+    #[test]
+    fn the_header_wins_over_the_query_unless_it_is_empty() {
+        assert_eq!(
+            resume_point(&header(b"7"), &query(Some("3"))),
+            Some(Some(EventId(7)))
+        );
+        assert_eq!(
+            resume_point(&header(b""), &query(Some("3"))),
+            Some(Some(EventId(3)))
+        );
+        assert_eq!(
+            resume_point(&HeaderMap::new(), &query(Some("3"))),
+            Some(Some(EventId(3)))
+        );
+        assert_eq!(resume_point(&HeaderMap::new(), &query(Some(""))), None);
+        assert_eq!(resume_point(&HeaderMap::new(), &query(None)), None);
+    }
+
+    #[test]
+    fn odd_values_resume_from_the_start() {
+        assert_eq!(resume_point(&header(b"abc"), &query(Some("3"))), Some(None));
+        assert_eq!(
+            resume_point(&header(&[0xff, 0xfe]), &query(None)),
+            Some(None)
+        );
+        assert_eq!(
+            resume_point(&header(&[b'9'; 4000]), &query(None)),
+            Some(None)
+        );
+        assert_eq!(
+            resume_point(&HeaderMap::new(), &query(Some("-5"))),
+            Some(None)
+        );
+    }
+}

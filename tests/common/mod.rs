@@ -1,0 +1,326 @@
+//! Test harness: the real router on a real bound socket, or the real binary as a process,
+//! with a throw-away database; a small SSE reader over a streaming HTTP response.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures::StreamExt;
+use leptos::prelude::LeptosOptions;
+use order_tracking::server::config::Config;
+use order_tracking::server::{router, AppState};
+use serde_json::Value;
+use tempfile::TempDir;
+
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub fn config(database_url: String) -> Config {
+    Config {
+        database_url,
+        admin_token: None,
+        max_streams: 10_000,
+        keepalive_secs: 15,
+    }
+}
+
+/// The app served in-process on 127.0.0.1 with a fresh database.
+pub struct TestServer {
+    pub base: String,
+    pub state: AppState,
+    _dir: TempDir,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = config(format!("sqlite://{}/orders.db", dir.path().display()));
+        adjust(&mut config);
+        let options = LeptosOptions::builder()
+            .output_name("order-tracking")
+            .build();
+        let state = AppState::open(options, config).await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = router(state.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Self {
+            base: format!("http://{addr}"),
+            state,
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+/// Creates an order through the API and returns its id.
+pub async fn create_order(base: &str) -> String {
+    let response = client()
+        .post(format!("{base}/api/orders"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let order: Value = response.json().await.unwrap();
+    order["id"].as_str().unwrap().to_owned()
+}
+
+/// Runs a whole simulation with no pause and waits for it.
+pub async fn deliver(base: &str, id: &str) {
+    let response = client()
+        .post(format!(
+            "{base}/orders/{id}/simulate?interval_ms=0&wait=true"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+pub async fn order_json(base: &str, id: &str) -> Value {
+    client()
+        .get(format!("{base}/api/orders/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// One SSE frame as read off the wire.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Frame {
+    Retry(String),
+    KeepAlive,
+    Event {
+        id: String,
+        event: String,
+        data: Value,
+    },
+}
+
+impl Frame {
+    pub fn status(&self) -> Option<String> {
+        match self {
+            Frame::Event { data, .. } => data["status"].as_str().map(str::to_owned),
+            _ => None,
+        }
+    }
+    pub fn id(&self) -> Option<String> {
+        match self {
+            Frame::Event { id, .. } => Some(id.clone()),
+            _ => None,
+        }
+    }
+}
+
+/// Reads a `text/event-stream` body frame by frame, keeping the raw bytes too.
+pub struct SseReader {
+    pub response_status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    body: std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    buffer: BytesMut,
+    pub raw: Vec<u8>,
+    pub ended: bool,
+}
+
+impl SseReader {
+    pub async fn open(url: &str, last_event_id: Option<&str>) -> Self {
+        let mut request = client().get(url);
+        if let Some(id) = last_event_id {
+            request = request.header("Last-Event-ID", id);
+        }
+        let response = request.send().await.unwrap();
+        Self {
+            response_status: response.status().as_u16(),
+            headers: response.headers().clone(),
+            body: Box::pin(response.bytes_stream()),
+            buffer: BytesMut::new(),
+            raw: Vec::new(),
+            ended: false,
+        }
+    }
+
+    /// The next whole frame; `None` once the response has ended.
+    pub async fn next_frame(&mut self) -> Option<Frame> {
+        loop {
+            if let Some(end) = self.buffer.windows(2).position(|w| w == b"\n\n") {
+                let frame = self.buffer.split_to(end + 2);
+                return Some(parse_frame(std::str::from_utf8(&frame[..end]).unwrap()));
+            }
+            if self.ended {
+                assert!(self.buffer.is_empty(), "trailing bytes: {:?}", self.buffer);
+                return None;
+            }
+            match tokio::time::timeout(WAIT, self.body.next()).await {
+                Err(_) => panic!(
+                    "no frame within {WAIT:?}; so far: {}",
+                    String::from_utf8_lossy(&self.raw)
+                ),
+                Ok(Some(chunk)) => {
+                    let chunk = chunk.unwrap();
+                    self.raw.extend_from_slice(&chunk);
+                    self.buffer.extend_from_slice(&chunk);
+                }
+                Ok(None) => self.ended = true,
+            }
+        }
+    }
+
+    /// The next frame that is an event (keep-alives skipped).
+    pub async fn next_event(&mut self) -> Option<Frame> {
+        loop {
+            match self.next_frame().await? {
+                Frame::KeepAlive | Frame::Retry(_) => continue,
+                event => return Some(event),
+            }
+        }
+    }
+
+    /// Every event until the response ends.
+    pub async fn events_to_end(&mut self) -> Vec<Frame> {
+        let mut events = Vec::new();
+        while let Some(event) = self.next_event().await {
+            events.push(event);
+        }
+        events
+    }
+}
+
+fn parse_frame(text: &str) -> Frame {
+    if text == ": keep-alive" {
+        return Frame::KeepAlive;
+    }
+    if let Some(retry) = text.strip_prefix("retry: ") {
+        return Frame::Retry(retry.to_owned());
+    }
+    let mut lines = text.split('\n');
+    let id = lines
+        .next()
+        .unwrap()
+        .strip_prefix("id: ")
+        .unwrap()
+        .to_owned();
+    let event = lines
+        .next()
+        .unwrap()
+        .strip_prefix("event: ")
+        .unwrap()
+        .to_owned();
+    let data = lines.next().unwrap().strip_prefix("data: ").unwrap();
+    assert!(lines.next().is_none(), "unexpected lines in {text:?}");
+    Frame::Event {
+        id,
+        event,
+        data: serde_json::from_str(data).unwrap(),
+    }
+}
+
+pub fn statuses(frames: &[Frame]) -> Vec<String> {
+    frames.iter().filter_map(Frame::status).collect()
+}
+
+pub const ALL: [&str; 6] = [
+    "Created",
+    "PaymentConfirmed",
+    "Packed",
+    "Shipped",
+    "OutForDelivery",
+    "Delivered",
+];
+
+/// The real server binary on a free port, with its own database file.
+pub struct Process {
+    pub child: Child,
+    pub base: String,
+    pub addr: SocketAddr,
+}
+
+pub fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+impl Process {
+    pub async fn spawn(database_url: &str, addr: SocketAddr, env: &[(&str, &str)]) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_order-tracking"));
+        command
+            .env("DATABASE_URL", database_url)
+            .env("LEPTOS_SITE_ADDR", addr.to_string())
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let child = command.spawn().unwrap();
+        let process = Self {
+            child,
+            base: format!("http://{addr}"),
+            addr,
+        };
+        process.wait_ready().await;
+        process
+    }
+
+    async fn wait_ready(&self) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Ok(response) = client().get(format!("{}/healthz", self.base)).send().await {
+                if response.status() == 200 {
+                    return;
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "server did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit; returns how long it took.
+    pub async fn wait_exit(&mut self, limit: Duration) -> Duration {
+        let started = std::time::Instant::now();
+        loop {
+            if self.child.try_wait().unwrap().is_some() {
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < limit,
+                "server still running after {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
