@@ -1,0 +1,54 @@
+# The two commands of the README:
+#   make run    serve the app on http://127.0.0.1:3000 (embedded SQLite in data/)
+#   make test   run every test: Rust (unit + HTTP-level) and Playwright in Chromium
+# Each installs whatever is missing first (scripts/setup.sh), so a fresh machine needs nothing else.
+
+SHELL := /bin/bash
+export PATH := $(HOME)/.cargo/bin:$(CURDIR)/.tools/node_modules/.bin:$(PATH)
+# cargo-leptos builds debug binaries with `--cfg erase_components`; the Rust tests use the
+# same flags (and the bundle name leptos reads at compile time) so both share one warm
+# target/ instead of rebuilding each other's dependencies.
+TEST_RUSTFLAGS := --cfg erase_components
+export LEPTOS_OUTPUT_NAME := order-tracking
+
+.PHONY: run dev test test-rust test-e2e build release lint fmt setup clean
+
+run: setup
+	cargo leptos serve
+
+dev: setup
+	cargo leptos watch
+
+setup:
+	scripts/setup.sh build
+
+build: setup
+	cargo leptos build
+
+test:
+	scripts/setup.sh test
+	$(MAKE) --no-print-directory test-rust
+	$(MAKE) --no-print-directory test-e2e
+
+test-rust:
+	RUSTFLAGS="$(TEST_RUSTFLAGS)" cargo test --features ssr
+
+test-e2e:
+	cargo leptos build
+	cd end2end && npx playwright test
+
+release:
+	scripts/setup.sh release
+	cargo leptos build --release
+
+lint:
+	cargo fmt --all -- --check
+	RUSTFLAGS="$(TEST_RUSTFLAGS)" cargo clippy --all-targets --features ssr -- -D warnings
+	cargo clippy --lib --features hydrate --target wasm32-unknown-unknown -- -D warnings
+
+fmt:
+	cargo fmt --all
+
+clean:
+	cargo clean
+	rm -rf .tools end2end/node_modules end2end/test-results

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Installs what building, running and testing need, and only what is missing.
+# Every source is one these machines reach: crates.io, npm, Debian. See ../shared/TOOLCHAIN.md.
+#   scripts/setup.sh build    Rust wasm target, cargo-leptos, wasm-bindgen CLI
+#   scripts/setup.sh release  build + wasm-opt (npm binaryen) for release builds
+#   scripts/setup.sh test     build + Debian's Chromium + the end2end npm packages
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CARGO_LEPTOS_VERSION=0.3.10
+BINARYEN_VERSION=132
+what=${1:-build}
+
+say() { printf '\033[1;34m==>\033[0m %s\n' "$*"; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+apt_install() {
+  local missing=()
+  for package in "$@"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+  done
+  [ ${#missing[@]} -eq 0 ] && return
+  say "apt-get install ${missing[*]}"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+setup_build() {
+  if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+    say "rustup target add wasm32-unknown-unknown"
+    rustup target add wasm32-unknown-unknown
+  fi
+  if ! cargo leptos --version 2>/dev/null | grep -q " $CARGO_LEPTOS_VERSION\$"; then
+    say "cargo install cargo-leptos $CARGO_LEPTOS_VERSION (about 11 minutes, once)"
+    cargo install cargo-leptos --version "$CARGO_LEPTOS_VERSION" --locked
+  fi
+  # The CLI must match the wasm-bindgen crate in Cargo.lock exactly.
+  local wasm_bindgen
+  wasm_bindgen=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/[^0-9.]/, ""); print; exit }' Cargo.lock)
+  if ! wasm-bindgen --version 2>/dev/null | grep -q " $wasm_bindgen\$"; then
+    say "cargo install wasm-bindgen-cli $wasm_bindgen"
+    # Not --locked: its lockfile pins a crate the registry no longer serves.
+    cargo install wasm-bindgen-cli --version "$wasm_bindgen" --force
+  fi
+}
+
+setup_release() {
+  if ! [ -x .tools/node_modules/.bin/wasm-opt ]; then
+    say "npm install binaryen@$BINARYEN_VERSION (wasm-opt; Debian's is too old)"
+    mkdir -p .tools
+    npm install --prefix .tools --no-audit --no-fund --silent "binaryen@$BINARYEN_VERSION"
+  fi
+}
+
+setup_test() {
+  command -v chromium >/dev/null || apt_install chromium
+  if ! [ -d end2end/node_modules/@playwright/test ]; then
+    say "npm ci in end2end/ (Playwright without its browser download)"
+    (cd end2end && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --silent)
+  fi
+}
+
+case "$what" in
+  build) setup_build ;;
+  release) setup_build; setup_release ;;
+  test) setup_build; setup_test ;;
+  *) echo "usage: $0 build|release|test" >&2; exit 2 ;;
+esac
