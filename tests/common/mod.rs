@@ -135,6 +135,8 @@ pub struct SseReader {
     buffer: BytesMut,
     pub raw: Vec<u8>,
     pub ended: bool,
+    /// Ended by a broken connection rather than the end of the response.
+    pub broken: bool,
 }
 
 impl SseReader {
@@ -151,6 +153,7 @@ impl SseReader {
             buffer: BytesMut::new(),
             raw: Vec::new(),
             ended: false,
+            broken: false,
         }
     }
 
@@ -162,7 +165,11 @@ impl SseReader {
                 return Some(parse_frame(std::str::from_utf8(&frame[..end]).unwrap()));
             }
             if self.ended {
-                assert!(self.buffer.is_empty(), "trailing bytes: {:?}", self.buffer);
+                assert!(
+                    self.broken || self.buffer.is_empty(),
+                    "trailing bytes: {:?}",
+                    self.buffer
+                );
                 return None;
             }
             match tokio::time::timeout(WAIT, self.body.next()).await {
@@ -170,10 +177,14 @@ impl SseReader {
                     "no frame within {WAIT:?}; so far: {}",
                     String::from_utf8_lossy(&self.raw)
                 ),
-                Ok(Some(chunk)) => {
-                    let chunk = chunk.unwrap();
+                Ok(Some(Ok(chunk))) => {
                     self.raw.extend_from_slice(&chunk);
                     self.buffer.extend_from_slice(&chunk);
+                }
+                // The connection broke (the server was killed): a half frame is not an event.
+                Ok(Some(Err(_))) => {
+                    self.ended = true;
+                    self.broken = true;
                 }
                 Ok(None) => self.ended = true,
             }

@@ -1,0 +1,156 @@
+//! Nothing acknowledged is lost: the real binary on a temporary database, stopped cleanly,
+//! killed with SIGKILL mid-simulation, and raced by concurrent publishers.
+#![cfg(feature = "ssr")]
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+fn database() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/data/orders.db", dir.path().display());
+    (dir, url)
+}
+
+async fn replay(base: &str, id: &str) -> Vec<u8> {
+    let mut reader = SseReader::open(&format!("{base}/orders/{id}/stream"), None).await;
+    reader.events_to_end().await;
+    reader.raw
+}
+
+#[tokio::test]
+async fn a_clean_stop_and_start_replays_identically() {
+    let (_dir, url) = database();
+    let addr = free_addr();
+    let mut server = Process::spawn(&url, addr, &[]).await;
+    let id = create_order(&server.base).await;
+    deliver(&server.base, &id).await;
+    let before = replay(&server.base, &id).await;
+
+    server.signal("TERM");
+    server.wait_exit(Duration::from_secs(5)).await;
+    let server = Process::spawn(&url, addr, &[]).await;
+    let after = replay(&server.base, &id).await;
+    assert_eq!(String::from_utf8(after).unwrap(), String::from_utf8(before).unwrap());
+}
+
+#[tokio::test]
+async fn after_kill_9_mid_simulation_every_status_arrives_exactly_once() {
+    let (_dir, url) = database();
+    let addr = free_addr();
+    let mut server = Process::spawn(&url, addr, &[]).await;
+    let id = uuid::Uuid::new_v4().to_string();
+    let stream = format!("{}/orders/{id}/stream", server.base);
+    let mut first = SseReader::open(&stream, None).await;
+    let response = client()
+        .post(format!("{}/orders/{id}/simulate?interval_ms=150", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+
+    // Read a few events, then crash the server.
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        seen.push(first.next_event().await.unwrap());
+    }
+    server.signal("KILL");
+    server.wait_exit(Duration::from_secs(5)).await;
+    // Whatever was already on the wire before the crash counts as seen.
+    while let Some(frame) = first.next_event().await {
+        seen.push(frame);
+    }
+    assert!(seen.len() < 6, "the simulation finished before the crash");
+    let last_id = seen.last().unwrap().id().unwrap();
+
+    let server = Process::spawn(&url, addr, &[]).await;
+    let mut second = SseReader::open(&stream, Some(&last_id)).await;
+    let response = client()
+        .post(format!("{}/orders/{id}/simulate?interval_ms=20", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    seen.extend(second.events_to_end().await);
+
+    assert_eq!(statuses(&seen), ALL);
+    let ids: Vec<i64> = seen.iter().map(|f| f.id().unwrap().parse().unwrap()).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    // The ids are the stored ones, the same as a fresh replay gives.
+    let stored = order_json(&server.base, &id).await;
+    let stored_ids: Vec<i64> = stored["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(ids, stored_ids);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_simulations_and_api_publishers_leave_exactly_six_events() {
+    let server = TestServer::start().await;
+    for _round in 0..5 {
+        let id = create_order(&server.base).await;
+        let mut tasks = Vec::new();
+        for _ in 0..4 {
+            let url = server.url(&format!("/orders/{id}/simulate?interval_ms=0&wait=true"));
+            tasks.push(tokio::spawn(async move {
+                client().post(url).send().await.unwrap().status().as_u16()
+            }));
+        }
+        for status in &ALL[1..] {
+            for _ in 0..3 {
+                let url = server.url(&format!("/api/orders/{id}/status"));
+                let body = serde_json::json!({ "status": status });
+                tasks.push(tokio::spawn(async move {
+                    client().post(url).json(&body).send().await.unwrap().status().as_u16()
+                }));
+            }
+        }
+        for task in tasks {
+            let status = task.await.unwrap();
+            assert!([200, 202, 409].contains(&status), "{status}");
+        }
+        // Let a simulation that lost every race notice the order is delivered.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let order = order_json(&server.base, &id).await;
+        let events = order["events"].as_array().unwrap();
+        let seen: Vec<_> = events.iter().map(|e| e["status"].as_str().unwrap()).collect();
+        assert_eq!(seen, ALL);
+    }
+}
+
+#[tokio::test]
+async fn sigterm_ends_open_streams_and_exits_within_5_seconds() {
+    let (_dir, url) = database();
+    let mut server = Process::spawn(&url, free_addr(), &[]).await;
+    let id = uuid::Uuid::new_v4();
+    let mut readers = Vec::new();
+    for _ in 0..3 {
+        let mut reader = SseReader::open(&format!("{}/orders/{id}/stream", server.base), None).await;
+        assert_eq!(reader.next_frame().await, Some(Frame::Retry("3000".into())));
+        readers.push(reader);
+    }
+    server.signal("TERM");
+    let took = server.wait_exit(Duration::from_secs(5)).await;
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    for reader in &mut readers {
+        assert_eq!(reader.next_frame().await, None, "the stream ended");
+        assert!(!reader.broken, "the stream ended cleanly, not by a dropped connection");
+    }
+}
+
+#[tokio::test]
+async fn the_binary_caps_open_streams_at_max_streams() {
+    let (_dir, url) = database();
+    let server = Process::spawn(&url, free_addr(), &[("MAX_STREAMS", "2")]).await;
+    let id = uuid::Uuid::new_v4();
+    let stream = format!("{}/orders/{id}/stream", server.base);
+    let _a = SseReader::open(&stream, None).await;
+    let _b = SseReader::open(&stream, None).await;
+    let third = client().get(&stream).send().await.unwrap();
+    assert_eq!(third.status(), 503);
+    assert!(third.headers().contains_key("retry-after"));
+}
