@@ -32,7 +32,10 @@ async fn a_clean_stop_and_start_replays_identically() {
     server.wait_exit(Duration::from_secs(5)).await;
     let server = Process::spawn(&url, addr, &[]).await;
     let after = replay(&server.base, &id).await;
-    assert_eq!(String::from_utf8(after).unwrap(), String::from_utf8(before).unwrap());
+    assert_eq!(
+        String::from_utf8(after).unwrap(),
+        String::from_utf8(before).unwrap()
+    );
 }
 
 #[tokio::test]
@@ -44,7 +47,10 @@ async fn after_kill_9_mid_simulation_every_status_arrives_exactly_once() {
     let stream = format!("{}/orders/{id}/stream", server.base);
     let mut first = SseReader::open(&stream, None).await;
     let response = client()
-        .post(format!("{}/orders/{id}/simulate?interval_ms=150", server.base))
+        .post(format!(
+            "{}/orders/{id}/simulate?interval_ms=150",
+            server.base
+        ))
         .send()
         .await
         .unwrap();
@@ -67,7 +73,10 @@ async fn after_kill_9_mid_simulation_every_status_arrives_exactly_once() {
     let server = Process::spawn(&url, addr, &[]).await;
     let mut second = SseReader::open(&stream, Some(&last_id)).await;
     let response = client()
-        .post(format!("{}/orders/{id}/simulate?interval_ms=20", server.base))
+        .post(format!(
+            "{}/orders/{id}/simulate?interval_ms=20",
+            server.base
+        ))
         .send()
         .await
         .unwrap();
@@ -75,7 +84,10 @@ async fn after_kill_9_mid_simulation_every_status_arrives_exactly_once() {
     seen.extend(second.events_to_end().await);
 
     assert_eq!(statuses(&seen), ALL);
-    let ids: Vec<i64> = seen.iter().map(|f| f.id().unwrap().parse().unwrap()).collect();
+    let ids: Vec<i64> = seen
+        .iter()
+        .map(|f| f.id().unwrap().parse().unwrap())
+        .collect();
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
     // The ids are the stored ones, the same as a fresh replay gives.
     let stored = order_json(&server.base, &id).await;
@@ -105,7 +117,14 @@ async fn concurrent_simulations_and_api_publishers_leave_exactly_six_events() {
                 let url = server.url(&format!("/api/orders/{id}/status"));
                 let body = serde_json::json!({ "status": status });
                 tasks.push(tokio::spawn(async move {
-                    client().post(url).json(&body).send().await.unwrap().status().as_u16()
+                    client()
+                        .post(url)
+                        .json(&body)
+                        .send()
+                        .await
+                        .unwrap()
+                        .status()
+                        .as_u16()
                 }));
             }
         }
@@ -117,7 +136,10 @@ async fn concurrent_simulations_and_api_publishers_leave_exactly_six_events() {
         tokio::time::sleep(Duration::from_millis(50)).await;
         let order = order_json(&server.base, &id).await;
         let events = order["events"].as_array().unwrap();
-        let seen: Vec<_> = events.iter().map(|e| e["status"].as_str().unwrap()).collect();
+        let seen: Vec<_> = events
+            .iter()
+            .map(|e| e["status"].as_str().unwrap())
+            .collect();
         assert_eq!(seen, ALL);
     }
 }
@@ -129,7 +151,8 @@ async fn sigterm_ends_open_streams_and_exits_within_5_seconds() {
     let id = uuid::Uuid::new_v4();
     let mut readers = Vec::new();
     for _ in 0..3 {
-        let mut reader = SseReader::open(&format!("{}/orders/{id}/stream", server.base), None).await;
+        let mut reader =
+            SseReader::open(&format!("{}/orders/{id}/stream", server.base), None).await;
         assert_eq!(reader.next_frame().await, Some(Frame::Retry("3000".into())));
         readers.push(reader);
     }
@@ -138,7 +161,10 @@ async fn sigterm_ends_open_streams_and_exits_within_5_seconds() {
     assert!(took < Duration::from_secs(5), "{took:?}");
     for reader in &mut readers {
         assert_eq!(reader.next_frame().await, None, "the stream ended");
-        assert!(!reader.broken, "the stream ended cleanly, not by a dropped connection");
+        assert!(
+            !reader.broken,
+            "the stream ended cleanly, not by a dropped connection"
+        );
     }
 }
 

@@ -20,7 +20,13 @@ pub enum OrderLookup {
 
 #[server(prefix = "/_server")]
 pub async fn lookup_order(raw_id: String) -> Result<OrderLookup, ServerFnError> {
+    fn respond_not_found() {
+        if let Some(response) = use_context::<leptos_axum::ResponseOptions>() {
+            response.set_status(axum::http::StatusCode::NOT_FOUND);
+        }
+    }
     let Ok(id) = crate::domain::parse_order_id(&raw_id) else {
+        respond_not_found();
         return Ok(OrderLookup::Invalid);
     };
     let state = expect_context::<crate::server::AppState>();
@@ -29,9 +35,7 @@ pub async fn lookup_order(raw_id: String) -> Result<OrderLookup, ServerFnError> 
         ServerFnError::new("This order cannot be read right now.")
     })?;
     if events.is_empty() {
-        if let Some(response) = use_context::<leptos_axum::ResponseOptions>() {
-            response.set_status(axum::http::StatusCode::NOT_FOUND);
-        }
+        respond_not_found();
     }
     Ok(OrderLookup::Known { id, events })
 }

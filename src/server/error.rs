@@ -17,6 +17,9 @@ pub enum AppError {
     /// `400 bad_request`: a malformed query string or body; the message says what is wrong.
     #[error("{0}")]
     BadRequest(String),
+    /// `404 not_found`: no route at this path (API paths only; pages get an HTML page).
+    #[error("there is nothing at this path")]
+    NoRoute,
     /// `401 unauthorized`: a mutating request without the right bearer token.
     #[error("this request needs the header `Authorization: Bearer <ADMIN_TOKEN>`")]
     Unauthorized,
@@ -32,12 +35,21 @@ pub enum AppError {
     /// `409 order_delivered`: the order is already delivered; nothing is left to simulate.
     #[error("the order is already delivered")]
     AlreadyDelivered,
+    /// `415 unsupported_media_type`: a body sent without `Content-Type: application/json`.
+    #[error("the body must be JSON, sent with `Content-Type: application/json`")]
+    UnsupportedMediaType,
     /// `413 payload_too_large`: the body is over the limit.
     #[error("the request body is larger than 16 KiB")]
     PayloadTooLarge,
     /// `422 unknown_status`: the body names a status that does not exist.
     #[error("{0}")]
     UnknownStatus(#[from] UnknownStatus),
+    /// `405 method_not_allowed`: the path exists, not with this method.
+    #[error("this method is not allowed here")]
+    MethodNotAllowed,
+    /// `408 timeout`: the request took longer than the server allows.
+    #[error("the request took too long")]
+    Timeout,
     /// `503 too_many_streams`: `MAX_STREAMS` streams are already open; retry later.
     #[error("too many open streams; retry later")]
     TooManyStreams,
@@ -60,12 +72,15 @@ impl AppError {
         match self {
             AppError::InvalidOrderId | AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
             AppError::Unauthorized => StatusCode::UNAUTHORIZED,
-            AppError::OrderNotFound => StatusCode::NOT_FOUND,
+            AppError::OrderNotFound | AppError::NoRoute => StatusCode::NOT_FOUND,
             AppError::InvalidTransition(_)
             | AppError::SimulationRunning
             | AppError::AlreadyDelivered => StatusCode::CONFLICT,
             AppError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::UnknownStatus(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            AppError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            AppError::Timeout => StatusCode::REQUEST_TIMEOUT,
             AppError::TooManyStreams | AppError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -77,11 +92,15 @@ impl AppError {
             AppError::BadRequest(_) => "bad_request",
             AppError::Unauthorized => "unauthorized",
             AppError::OrderNotFound => "order_not_found",
+            AppError::NoRoute => "not_found",
             AppError::InvalidTransition(_) => "invalid_transition",
             AppError::SimulationRunning => "simulation_running",
             AppError::AlreadyDelivered => "order_delivered",
             AppError::PayloadTooLarge => "payload_too_large",
+            AppError::UnsupportedMediaType => "unsupported_media_type",
             AppError::UnknownStatus(_) => "unknown_status",
+            AppError::MethodNotAllowed => "method_not_allowed",
+            AppError::Timeout => "timeout",
             AppError::TooManyStreams => "too_many_streams",
             AppError::Unavailable => "unavailable",
             AppError::Internal(_) => "internal",

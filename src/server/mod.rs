@@ -6,6 +6,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod event_log;
+pub mod extract;
 pub mod health;
 pub mod hub;
 pub mod metrics;
@@ -17,8 +18,10 @@ pub mod stream;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, FromRef};
-use axum::routing::{get, post};
+use axum::extract::{DefaultBodyLimit, FromRef, Request};
+use axum::middleware::{from_fn, from_fn_with_state, Next};
+use axum::response::Response;
+use axum::routing::{any, get, post};
 use axum::Router;
 use leptos::prelude::LeptosOptions;
 use leptos_axum::{generate_route_list, LeptosRoutes};
@@ -27,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::{shell, App};
 use config::Config;
+use error::AppError;
 use event_log::EventLog;
 use metrics::Metrics;
 use simulate::Simulations;
@@ -79,26 +83,33 @@ fn keepalive_tick(period: Duration, shutdown: CancellationToken) -> watch::Recei
     receiver
 }
 
+/// How long an ordinary request may take; streams and waiting simulations are exempt.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The whole application: pages, server functions, streams, the API and operations routes.
 pub fn router(state: AppState) -> Router {
-    let mutating = Router::new()
+    // Publishing: behind the admin token when one is configured.
+    let publishing = Router::new()
         .route("/api/orders", post(orders::create))
         .route("/api/orders/{id}/status", post(orders::advance))
+        .route_layer(from_fn(with_timeout))
+        // Runs as long as its simulation when asked to wait, so it has no timeout.
         .route("/orders/{id}/simulate", post(simulate::simulate))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_admin,
-        ));
+        .route_layer(from_fn_with_state(state.clone(), auth::require_admin));
     let reading = Router::new()
         .route("/api/orders", get(orders::list))
         .route("/api/orders/{id}", get(orders::get))
-        .route("/orders/{id}/stream", get(stream::stream))
         .route("/healthz", get(health::healthz))
-        .route("/metrics", get(health::metrics));
+        .route("/metrics", get(health::metrics))
+        .route("/api/{*rest}", any(|| async { AppError::NoRoute }))
+        .route_layer(from_fn(with_timeout))
+        // Long-lived by design: never under the timeout.
+        .route("/orders/{id}/stream", get(stream::stream));
     let routes = generate_route_list(App);
     Router::new()
-        .merge(mutating)
+        .merge(publishing)
         .merge(reading)
+        .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(orders::MAX_BODY_BYTES))
         .leptos_routes(&state, routes, {
             let options = state.leptos_options.clone();
@@ -106,4 +117,10 @@ pub fn router(state: AppState) -> Router {
         })
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
         .with_state(state)
+}
+
+async fn with_timeout(request: Request, next: Next) -> Result<Response, AppError> {
+    tokio::time::timeout(REQUEST_TIMEOUT, next.run(request))
+        .await
+        .map_err(|_| AppError::Timeout)
 }

@@ -5,16 +5,17 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use uuid::Uuid;
 
-use crate::domain::{parse_order_id, OrderStatus};
+use crate::domain::OrderStatus;
 use crate::server::error::AppError;
 use crate::server::event_log::EventLog;
+use crate::server::extract::{Expected, OrderId, Params};
 use crate::server::store::StoreError;
 use crate::server::AppState;
 
@@ -98,9 +99,15 @@ async fn run(log: &EventLog, order_id: Uuid, mut current: OrderStatus, interval:
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SimulateQuery {
     interval_ms: Option<u64>,
     wait: Option<bool>,
+}
+
+impl Expected for SimulateQuery {
+    const EXPECTED: &'static str =
+        "query parameters: interval_ms, a whole number from 0 to 60000; wait, true or false";
 }
 
 #[derive(serde::Serialize)]
@@ -112,20 +119,12 @@ struct Started {
 
 pub async fn simulate(
     State(state): State<AppState>,
-    Path(raw_id): Path<String>,
-    query: Result<Query<SimulateQuery>, axum::extract::rejection::QueryRejection>,
+    OrderId(order_id): OrderId,
+    Params(query): Params<SimulateQuery>,
 ) -> Result<Response, AppError> {
-    let order_id = parse_order_id(&raw_id)?;
-    let Query(query) = query.map_err(|_| {
-        AppError::BadRequest(format!(
-            "interval_ms must be a whole number from 0 to {MAX_INTERVAL_MS}, and wait true or false"
-        ))
-    })?;
     let interval_ms = query.interval_ms.unwrap_or(DEFAULT_INTERVAL_MS);
     if interval_ms > MAX_INTERVAL_MS {
-        return Err(AppError::BadRequest(format!(
-            "interval_ms must be from 0 to {MAX_INTERVAL_MS}"
-        )));
+        return Err(AppError::BadRequest(SimulateQuery::EXPECTED.to_owned()));
     }
     let task = state
         .simulations

@@ -10,15 +10,16 @@ use std::convert::Infallible;
 use std::sync::atomic::Ordering;
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::domain::{parse_order_id, EventId, OrderEvent, OrderStatus};
+use crate::domain::{EventId, OrderEvent, OrderStatus};
 use crate::server::error::AppError;
+use crate::server::extract::OrderId;
 use crate::server::AppState;
 
 /// The reconnection delay we ask EventSource to use, in milliseconds.
@@ -61,11 +62,11 @@ fn resume_point(headers: &HeaderMap, query: &StreamQuery) -> Option<Option<Event
 
 pub async fn stream(
     State(state): State<AppState>,
-    Path(raw_id): Path<String>,
+    OrderId(order_id): OrderId,
+    // A malformed query string is ignored like an unknown id: the stream starts over.
     query: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    let order_id = parse_order_id(&raw_id)?;
     let query = query.map(|Query(q)| q).unwrap_or_default();
     let resume = resume_point(&headers, &query).flatten();
 
