@@ -1,9 +1,9 @@
 //! The pages a customer sees, with the server functions that feed them. Rendered on the
 //! server, hydrated in the browser; [`live`] is the browser's side of the stream.
-mod home;
+pub mod home;
 #[cfg(feature = "hydrate")]
 mod live;
-mod order;
+pub mod order;
 mod time;
 
 pub use home::HomePage;

@@ -2,13 +2,27 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
-#[derive(Default, Debug)]
+#[derive(Debug)]
 pub struct Metrics {
     pub open_streams: AtomicU64,
     pub events_published: AtomicU64,
     pub events_delivered: AtomicU64,
     pub slow_subscribers_dropped: AtomicU64,
+    started: SystemTime,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            open_streams: AtomicU64::default(),
+            events_published: AtomicU64::default(),
+            events_delivered: AtomicU64::default(),
+            slow_subscribers_dropped: AtomicU64::default(),
+            started: SystemTime::now(),
+        }
+    }
 }
 
 /// Counts one open stream for as long as it lives.
@@ -26,42 +40,128 @@ impl Metrics {
     }
 
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        let figures = [
+        let count = |counter: &AtomicU64| counter.load(Ordering::Relaxed) as f64;
+        let started = self
+            .started
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
+        let mut figures = vec![
             (
                 "order_tracking_open_streams",
                 "gauge",
                 "SSE streams open now.",
-                &self.open_streams,
+                count(&self.open_streams),
             ),
             (
                 "order_tracking_events_published_total",
                 "counter",
                 "Events stored and fanned out.",
-                &self.events_published,
+                count(&self.events_published),
             ),
             (
                 "order_tracking_events_delivered_total",
                 "counter",
                 "Events written to SSE streams (replayed or live).",
-                &self.events_delivered,
+                count(&self.events_delivered),
             ),
             (
                 "order_tracking_slow_subscribers_dropped_total",
                 "counter",
                 "Streams ended because their reader fell behind.",
-                &self.slow_subscribers_dropped,
+                count(&self.slow_subscribers_dropped),
+            ),
+            (
+                "process_start_time_seconds",
+                "gauge",
+                "Start time of the process since the Unix epoch.",
+                started,
             ),
         ];
+        figures.extend(process_figures());
+        let mut out = String::new();
         for (name, kind, help, value) in figures {
             let _ = writeln!(
                 out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
-                value.load(Ordering::Relaxed)
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
             );
         }
         out
     }
+}
+
+/// CPU time, memory and file descriptors of this process, read from `/proc` (Linux); none
+/// elsewhere.
+fn process_figures() -> Vec<(&'static str, &'static str, &'static str, f64)> {
+    let mut figures = Vec::new();
+    // SAFETY: sysconf and getrlimit only read process-wide settings into plain values.
+    let (ticks, page, max_fds) = unsafe {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        let max_fds = (libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0)
+            .then_some(limit.rlim_cur as f64);
+        (
+            libc::sysconf(libc::_SC_CLK_TCK) as f64,
+            libc::sysconf(libc::_SC_PAGESIZE) as f64,
+            max_fds,
+        )
+    };
+    if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
+        // Fields after the command name, which is in parentheses and may hold spaces.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let cpu = |index: usize| fields.get(index).and_then(|v| v.parse::<f64>().ok());
+        // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
+        if let (Some(user), Some(system)) = (cpu(11), cpu(12)) {
+            figures.push((
+                "process_cpu_seconds_total",
+                "counter",
+                "User and system CPU time spent, in seconds.",
+                (user + system) / ticks,
+            ));
+        }
+    }
+    if let Ok(statm) = std::fs::read_to_string("/proc/self/statm") {
+        let pages: Vec<f64> = statm
+            .split_whitespace()
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        if let [virtual_pages, resident_pages, ..] = pages[..] {
+            figures.push((
+                "process_virtual_memory_bytes",
+                "gauge",
+                "Virtual memory size in bytes.",
+                virtual_pages * page,
+            ));
+            figures.push((
+                "process_resident_memory_bytes",
+                "gauge",
+                "Resident memory size in bytes.",
+                resident_pages * page,
+            ));
+        }
+    }
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        figures.push((
+            "process_open_fds",
+            "gauge",
+            "Open file descriptors.",
+            fds.count() as f64,
+        ));
+    }
+    if let Some(max) = max_fds {
+        figures.push((
+            "process_max_fds",
+            "gauge",
+            "Maximum number of open file descriptors.",
+            max,
+        ));
+    }
+    figures
 }
 
 impl Drop for OpenStream {

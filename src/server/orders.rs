@@ -34,7 +34,6 @@ pub async fn create(State(state): State<AppState>) -> Result<Response, AppError>
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ListQuery {
     limit: Option<u32>,
 }
@@ -70,7 +69,6 @@ pub async fn get(
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct AdvanceBody {
     status: String,
 }

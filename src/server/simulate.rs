@@ -99,7 +99,6 @@ async fn run(log: &EventLog, order_id: Uuid, mut current: OrderStatus, interval:
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct SimulateQuery {
     interval_ms: Option<u64>,
     wait: Option<bool>,

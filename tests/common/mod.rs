@@ -25,6 +25,18 @@ pub fn config(database_url: String) -> Config {
     }
 }
 
+/// The app's state on a fresh database (kept as long as the returned directory).
+pub async fn test_state(adjust: impl FnOnce(&mut Config)) -> (TempDir, AppState) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(format!("sqlite://{}/orders.db", dir.path().display()));
+    adjust(&mut config);
+    let options = LeptosOptions::builder()
+        .output_name("order-tracking")
+        .build();
+    let state = AppState::open(options, config).await.unwrap();
+    (dir, state)
+}
+
 /// The app served in-process on 127.0.0.1 with a fresh database.
 pub struct TestServer {
     pub base: String,
