@@ -56,7 +56,8 @@ setup_release() {
 }
 
 setup_test() {
-  command -v chromium >/dev/null || apt_install chromium
+  # Chromium for Playwright; nginx for the reverse-proxy test (tests/proxy.rs).
+  apt_install chromium nginx
   if ! [ -d end2end/node_modules/@playwright/test ]; then
     say "npm ci in end2end/ (Playwright without its browser download)"
     (cd end2end && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --silent)
