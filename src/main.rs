@@ -23,6 +23,9 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    if let Some(addr) = config.site_addr {
+        leptos_options.site_addr = addr;
+    }
     if leptos_options.output_name.is_empty() {
         // Built without cargo-leptos (e.g. `cargo run`): the bundle keeps the crate's name.
         leptos_options.output_name = env!("CARGO_PKG_NAME").into();

@@ -180,3 +180,42 @@ async fn the_binary_caps_open_streams_at_max_streams() {
     assert_eq!(third.status(), 503);
     assert!(third.headers().contains_key("retry-after"));
 }
+
+#[test]
+fn help_documents_every_setting() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_order-tracking"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8(output.stdout).unwrap();
+    for setting in [
+        "LEPTOS_SITE_ADDR",
+        "DATABASE_URL",
+        "ADMIN_TOKEN",
+        "MAX_STREAMS",
+        "KEEPALIVE_SECS",
+        "RUST_LOG",
+        "--database-url",
+        "--max-streams",
+        "--keepalive-secs",
+    ] {
+        assert!(
+            help.contains(setting),
+            "{setting} missing from --help:\n{help}"
+        );
+    }
+}
+
+#[test]
+fn a_bad_setting_is_refused_at_start_up() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_order-tracking"))
+        .env("KEEPALIVE_SECS", "0")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("KEEPALIVE_SECS")
+            || String::from_utf8_lossy(&output.stderr).contains("keepalive")
+    );
+}

@@ -1,5 +1,6 @@
 //! Configuration from the environment, with flags mirroring each variable (`--help`).
-//! The listen address comes from `LEPTOS_SITE_ADDR`, as for every cargo-leptos app.
+use std::net::SocketAddr;
+
 use clap::Parser;
 
 #[derive(Parser, Debug, Clone)]
@@ -9,6 +10,10 @@ use clap::Parser;
     about = "Live order tracking over Server-Sent Events"
 )]
 pub struct Config {
+    /// Listen address; overrides the one cargo-leptos configured (default 127.0.0.1:3000).
+    #[arg(long, env = "LEPTOS_SITE_ADDR")]
+    pub site_addr: Option<SocketAddr>,
+
     /// The embedded store; the file and its folder are created when missing.
     #[arg(long, env = "DATABASE_URL", default_value = "sqlite://data/orders.db")]
     pub database_url: String,
@@ -26,6 +31,10 @@ pub struct Config {
     #[arg(long, env = "KEEPALIVE_SECS", default_value_t = 15,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub keepalive_secs: u64,
+
+    /// Log filter, in `tracing` EnvFilter syntax (e.g. `info,order_tracking=debug`).
+    #[arg(long = "log", env = "RUST_LOG", default_value = "info")]
+    pub log_filter: String,
 }
 
 impl Config {

@@ -111,6 +111,7 @@ pub fn router(state: AppState) -> Router {
         .merge(reading)
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(orders::MAX_BODY_BYTES))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
         .leptos_routes(&state, routes, {
             let options = state.leptos_options.clone();
             move || shell(options.clone())

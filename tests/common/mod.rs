@@ -18,6 +18,8 @@ pub const WAIT: Duration = Duration::from_secs(10);
 
 pub fn config(database_url: String) -> Config {
     Config {
+        site_addr: None,
+        log_filter: "warn".into(),
         database_url,
         admin_token: None,
         max_streams: 10_000,
