@@ -11,7 +11,7 @@ export PATH := $(HOME)/.cargo/bin:$(CURDIR)/.tools/node_modules/.bin:$(PATH)
 TEST_RUSTFLAGS := --cfg erase_components
 export LEPTOS_OUTPUT_NAME := order-tracking
 
-.PHONY: run dev test test-rust test-e2e build release lint fmt setup clean
+.PHONY: run dev test test-rust test-e2e build release lint fmt setup clean publish-cost bench bench-smoke
 
 run: setup
 	cargo leptos serve
@@ -29,6 +29,7 @@ test:
 	scripts/setup.sh test
 	$(MAKE) --no-print-directory test-rust
 	$(MAKE) --no-print-directory test-e2e
+	$(MAKE) --no-print-directory bench-smoke
 
 test-rust:
 	RUSTFLAGS="$(TEST_RUSTFLAGS)" cargo test --features ssr
@@ -52,3 +53,24 @@ fmt:
 clean:
 	cargo clean
 	rm -rf .tools end2end/node_modules end2end/test-results
+
+# The fan-out benchmark against Nchan (bench/): the release server, the full scenarios, the
+# table printed and appended to BENCHMARKS.md. Takes a few minutes; not part of `make test`.
+BENCH := target/bench/release/sse-bench
+$(BENCH): bench/Cargo.toml bench/src/*.rs
+	cd bench && CARGO_TARGET_DIR=../target/bench cargo build --release
+
+bench: $(BENCH)
+	scripts/setup.sh release
+	cargo leptos build --release
+	$(BENCH) --server target/release/order-tracking --markdown BENCHMARKS.md
+
+# The same benchmark in miniature (200 subscribers, debug server), so it never rots; it
+# fails on any loss. Part of `make test`.
+bench-smoke: $(BENCH)
+	cargo leptos build
+	$(BENCH) --smoke --server target/debug/order-tracking
+
+# What a durable publish costs: synchronous=FULL against NORMAL, side by side.
+publish-cost:
+	cargo run --release --example publish_cost --features ssr

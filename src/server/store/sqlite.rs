@@ -25,11 +25,16 @@ impl SqliteStore {
     /// Opens (creating when missing, with its folder) the database at `url`, such as
     /// `sqlite://data/orders.db`, and brings its schema up to date.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
+        // FULL: a commit is on disk before `append` returns, even across a power cut.
+        Self::open_with(url, SqliteSynchronous::Full).await
+    }
+
+    /// [`SqliteStore::open`] with another `synchronous` setting (for measuring its cost).
+    pub async fn open_with(url: &str, synchronous: SqliteSynchronous) -> Result<Self, StoreError> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            // FULL: a commit is on disk before `append` returns, even across a power cut.
-            .synchronous(SqliteSynchronous::Full)
+            .synchronous(synchronous)
             .busy_timeout(Duration::from_secs(5));
         if let Some(folder) = Path::new(options.get_filename()).parent() {
             if !folder.as_os_str().is_empty() {

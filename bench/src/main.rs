@@ -1,0 +1,298 @@
+//! `make bench`: the order tracking server against Nchan, the same scenarios in one run,
+//! printed side by side with the ratio ours/Nchan.
+//!
+//! (1) N subscribers on one order, 5 status events; (2) N subscribers over M orders, 5 events
+//! each; (3) a connect storm of N subscribers each replaying a delivered order's 6 events;
+//! (4) resident memory per idle subscriber on a fresh server process.
+mod scenarios;
+mod servers;
+mod wire;
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use clap::Parser;
+use scenarios::{median, percentile, Fanout, Replay};
+use servers::{Kind, Server};
+
+#[derive(Parser, Debug)]
+#[command(about = "SSE fan-out benchmark: ours against Nchan")]
+struct Args {
+    /// Our server binary (a release build for real figures).
+    #[arg(long, default_value = "target/release/order-tracking")]
+    server: PathBuf,
+    /// The site root the server serves (cargo-leptos output).
+    #[arg(long, default_value = "target/site")]
+    site_root: PathBuf,
+    /// The Nchan config template.
+    #[arg(long, default_value = "bench/nchan.conf")]
+    nchan_conf: PathBuf,
+    /// Subscribers per scenario.
+    #[arg(long, default_value_t = 10_000)]
+    subscribers: usize,
+    /// Orders in scenario (2).
+    #[arg(long, default_value_t = 1_000)]
+    orders: usize,
+    /// A quick run that only checks that everything works (200 subscribers, 20 orders); it
+    /// fails on any loss.
+    #[arg(long)]
+    smoke: bool,
+    /// Append the results, with date, machine and versions, to this Markdown file.
+    #[arg(long)]
+    markdown: Option<PathBuf>,
+}
+
+struct Results {
+    one: Fanout,
+    many: Fanout,
+    replay: Replay,
+    idle_kib: f64,
+    idle_connected: usize,
+}
+
+async fn run(kind: Kind, args: &Args) -> Results {
+    let start = || async {
+        match kind {
+            Kind::Ours => Server::start_ours(&args.server, &args.site_root).await,
+            Kind::Nchan => Server::start_nchan(&args.nchan_conf).await,
+        }
+    };
+    // (4) first, on a fresh process; then the rest on another fresh one.
+    let server = start().await;
+    eprintln!(
+        "[{}] (4) idle memory with {} subscribers",
+        server.name(),
+        args.subscribers
+    );
+    let (idle_kib, idle_connected) = scenarios::idle_memory(&server, args.subscribers).await;
+    drop(server);
+
+    let server = start().await;
+    eprintln!(
+        "[{}] (1) {} subscribers on one order",
+        server.name(),
+        args.subscribers
+    );
+    let one = scenarios::fanout(&server, args.subscribers, 1).await;
+    eprintln!(
+        "[{}] (2) {} subscribers over {} orders",
+        server.name(),
+        args.subscribers,
+        args.orders
+    );
+    let many = scenarios::fanout(&server, args.subscribers, args.orders).await;
+    eprintln!(
+        "[{}] (3) connect storm of {} replaying subscribers",
+        server.name(),
+        args.subscribers
+    );
+    let replay = scenarios::replay_storm(&server, args.subscribers).await;
+    Results {
+        one,
+        many,
+        replay,
+        idle_kib,
+        idle_connected,
+    }
+}
+
+fn table(ours: &Results, nchan: &Results, args: &Args) -> String {
+    let mut out = String::new();
+    let mut row = |figure: &str, a: f64, b: f64, unit: &str| {
+        let ratio = if b == 0.0 { f64::NAN } else { a / b };
+        let _ = writeln!(
+            out,
+            "| {figure} | {a:.2} {unit} | {b:.2} {unit} | {ratio:.2} |"
+        );
+    };
+    let ms = |us: f64| us / 1000.0;
+    let _ = &args;
+    for (label, o, n) in [
+        ("(1) one order", &ours.one, &nchan.one),
+        ("(2) many orders", &ours.many, &nchan.many),
+    ] {
+        row(
+            &format!("{label}: latency p50"),
+            ms(percentile(&o.latencies_us, 50.0)),
+            ms(percentile(&n.latencies_us, 50.0)),
+            "ms",
+        );
+        row(
+            &format!("{label}: latency p99"),
+            ms(percentile(&o.latencies_us, 99.0)),
+            ms(percentile(&n.latencies_us, 99.0)),
+            "ms",
+        );
+        row(
+            &format!("{label}: latency max"),
+            ms(percentile(&o.latencies_us, 100.0)),
+            ms(percentile(&n.latencies_us, 100.0)),
+            "ms",
+        );
+        row(
+            &format!("{label}: fan-out per round (median)"),
+            median(&o.round_ms),
+            median(&n.round_ms),
+            "ms",
+        );
+        row(
+            &format!("{label}: deliveries per second"),
+            o.deliveries_per_s,
+            n.deliveries_per_s,
+            "/s",
+        );
+        row(
+            &format!("{label}: losses"),
+            o.losses as f64,
+            n.losses as f64,
+            "",
+        );
+        row(&format!("{label}: server CPU"), o.cpu_s, n.cpu_s, "s");
+    }
+    row(
+        "(3) replay: connect→6 events p50",
+        ms(percentile(&ours.replay.replay_us, 50.0)),
+        ms(percentile(&nchan.replay.replay_us, 50.0)),
+        "ms",
+    );
+    row(
+        "(3) replay: connect→6 events p99",
+        ms(percentile(&ours.replay.replay_us, 99.0)),
+        ms(percentile(&nchan.replay.replay_us, 99.0)),
+        "ms",
+    );
+    row(
+        "(3) replay: losses",
+        ours.replay.losses as f64,
+        nchan.replay.losses as f64,
+        "",
+    );
+    row(
+        "(3) replay: server CPU",
+        ours.replay.cpu_s,
+        nchan.replay.cpu_s,
+        "s",
+    );
+    row(
+        "(4) idle: RSS per subscriber",
+        ours.idle_kib,
+        nchan.idle_kib,
+        "KiB",
+    );
+    let mut head =
+        String::from("| figure | ours | nchan | ours/nchan |\n| --- | ---: | ---: | ---: |\n");
+    head.push_str(&out);
+    head
+}
+
+fn failures(name: &str, results: &Results, subscribers: usize) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (label, fanout) in [("(1)", &results.one), ("(2)", &results.many)] {
+        if fanout.losses > 0 || fanout.failed_subscribers > 0 || fanout.failed_publishes > 0 {
+            problems.push(format!(
+                "{name} {label}: {} losses, {} failed subscribers, {} failed publishes",
+                fanout.losses, fanout.failed_subscribers, fanout.failed_publishes
+            ));
+        }
+    }
+    if results.replay.losses > 0 || results.replay.failed_subscribers > 0 {
+        problems.push(format!(
+            "{name} (3): {} losses, {} failed subscribers",
+            results.replay.losses, results.replay.failed_subscribers
+        ));
+    }
+    if results.idle_connected < subscribers {
+        problems.push(format!(
+            "{name} (4): only {} of {subscribers} subscribers connected",
+            results.idle_connected
+        ));
+    }
+    problems
+}
+
+fn command_output(program: &str, args: &[&str]) -> String {
+    std::process::Command::new(program)
+        .args(args)
+        .output()
+        .map(|o| {
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            )
+            .trim()
+            .to_owned()
+        })
+        .unwrap_or_default()
+}
+
+fn raise_fd_limit() {
+    // SAFETY: reads and raises this process's own descriptor limit to its hard limit.
+    unsafe {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let mut args = Args::parse();
+    if args.smoke {
+        args.subscribers = 200;
+        args.orders = 20;
+    }
+    raise_fd_limit();
+    // One runtime on one thread: the client gets one core, the server the other.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (ours, nchan) = runtime.block_on(async {
+        let ours = run(Kind::Ours, &args).await;
+        let nchan = run(Kind::Nchan, &args).await;
+        (ours, nchan)
+    });
+    let table = table(&ours, &nchan, &args);
+    println!(
+        "\nSSE fan-out: {} subscribers, {} orders in (2)\n",
+        args.subscribers, args.orders
+    );
+    println!("{table}");
+    if let Some(path) = &args.markdown {
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0);
+        let memory = command_output("sh", &["-c", "free -h | awk '/Mem:/ {print $2}'"]);
+        let section = format!(
+            "\n## {date}: {subs} subscribers, {orders} orders\n\nMachine: {cores} cores, {memory} memory; client and servers share it.\n\
+             Versions: order-tracking {rev} (release), {nginx}, libnginx-mod-nchan {nchan}, {rustc}.\n\n{table}",
+            date = command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+            subs = args.subscribers,
+            orders = args.orders,
+            rev = command_output("git", &["rev-parse", "--short", "HEAD"]),
+            nginx = command_output("/usr/sbin/nginx", &["-v"]),
+            nchan = command_output("dpkg-query", &["-W", "-f=${Version}", "libnginx-mod-nchan"]),
+            rustc = command_output("rustc", &["--version"]),
+        );
+        let mut existing = std::fs::read_to_string(path)
+            .unwrap_or_else(|_| "# Benchmarks\n\nProduced by `make bench`; see bench/.\n".into());
+        existing.push_str(&section);
+        std::fs::write(path, existing).unwrap();
+    }
+    let mut problems = failures("ours", &ours, args.subscribers);
+    problems.extend(failures("nchan", &nchan, args.subscribers));
+    for problem in &problems {
+        eprintln!("problem: {problem}");
+    }
+    if problems.is_empty() {
+        println!("bench: no losses, every subscriber connected");
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    }
+}
