@@ -18,7 +18,9 @@ const ORDERS: usize = 300;
 async fn measure(synchronous: SqliteSynchronous) -> Duration {
     let dir = tempfile::tempdir().expect("temporary folder");
     let url = format!("sqlite://{}/orders.db", dir.path().display());
-    let store = SqliteStore::open_with(&url, synchronous).await.expect("store");
+    let store = SqliteStore::open_with(&url, synchronous)
+        .await
+        .expect("store");
     let started = Instant::now();
     for _ in 0..ORDERS {
         let order = Uuid::new_v4();
@@ -45,8 +47,18 @@ async fn main() {
     let appends = ORDERS * OrderStatus::ALL.len();
     println!("publish cost: {appends} sequential appends, best of 3");
     println!("{:<28} {:>12} {:>14}", "setting", "per append", "appends/s");
-    for (name, per) in [("synchronous=FULL (ours)", full), ("synchronous=NORMAL (peer)", normal)] {
-        println!("{name:<28} {:>9.1} µs {:>14.0}", per.as_secs_f64() * 1e6, 1.0 / per.as_secs_f64());
+    for (name, per) in [
+        ("synchronous=FULL (ours)", full),
+        ("synchronous=NORMAL (peer)", normal),
+    ] {
+        println!(
+            "{name:<28} {:>9.1} µs {:>14.0}",
+            per.as_secs_f64() * 1e6,
+            1.0 / per.as_secs_f64()
+        );
     }
-    println!("ratio FULL/NORMAL: {:.2}x the time per append", full.as_secs_f64() / normal.as_secs_f64());
+    println!(
+        "ratio FULL/NORMAL: {:.2}x the time per append",
+        full.as_secs_f64() / normal.as_secs_f64()
+    );
 }

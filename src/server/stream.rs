@@ -78,13 +78,13 @@ pub async fn stream(
 
     // Subscribe first, then read: see the module docs.
     let mut subscription = log.subscribe(order_id);
-    let history = log.events(order_id).await?;
+    let history = log.history(order_id).await?;
     // History position i holds status i (the schema guarantees it), so the position after
     // the resume event is also the index of the next status the client needs.
     let mut next = resume
-        .and_then(|id| history.iter().position(|event| event.id == id))
+        .and_then(|id| history.iter().position(|delivery| delivery.id == id))
         .map_or(0, |position| position + 1);
-    if next > 0 && history[next - 1].status().is_final() {
+    if next > 0 && history[next - 1].status.is_final() {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
 
@@ -93,9 +93,9 @@ pub async fn stream(
     let body = async_stream::stream! {
         let _open = open;
         yield Ok::<_, Infallible>(Bytes::from_static(RETRY_FRAME));
-        for event in &history[next..] {
+        for delivery in &history[next..] {
             metrics.events_delivered.fetch_add(1, Ordering::Relaxed);
-            yield Ok(encode_event(event));
+            yield Ok(delivery.frame.clone());
         }
         next = history.len();
         drop(history);
@@ -133,10 +133,10 @@ pub async fn stream(
                         yield Ok(delivery.frame.clone());
                     } else if index > next {
                         // Published out of order by concurrent writers: catch up from the store.
-                        let Ok(stored) = log.events(order_id).await else { break };
-                        for event in stored.iter().skip(next) {
+                        let Ok(stored) = log.history(order_id).await else { break };
+                        for delivery in stored.iter().skip(next) {
                             metrics.events_delivered.fetch_add(1, Ordering::Relaxed);
-                            yield Ok(encode_event(event));
+                            yield Ok(delivery.frame.clone());
                         }
                         next = next.max(stored.len());
                     }
