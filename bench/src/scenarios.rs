@@ -63,11 +63,12 @@ async fn subscriber(
         done_us: MISSING,
         duplicates: 0,
     };
-    let started = Instant::now();
     let permit = match &gate {
         Some(gate) => Some(gate.clone().acquire_owned().await.unwrap()),
         None => None,
     };
+    // From the moment this subscriber starts to connect (not while it queues to).
+    let started = Instant::now();
     let (mut stream, status, rest) = match open_stream(server_addr, &path).await {
         Ok(opened) => opened,
         Err(_) => {
@@ -240,6 +241,7 @@ pub async fn fanout(server: &Server, subscribers: usize, orders: usize) -> Fanou
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     result.cpu_s = server.cpu_seconds() - cpu_before;
+    eprintln!("    rounds (ms): {:.1?}", result.round_ms);
     result.deliveries_per_s = (connected * 5) as f64 / fanout_total.as_secs_f64();
     for task in tasks {
         let seen = match tokio::time::timeout(Duration::from_secs(5), task).await {
