@@ -44,8 +44,10 @@ release:
 
 lint:
 	cargo fmt --all -- --check
+	cd bench && cargo fmt -- --check
 	RUSTFLAGS="$(TEST_RUSTFLAGS)" cargo clippy --all-targets --features ssr -- -D warnings
 	cargo clippy --lib --features hydrate --target wasm32-unknown-unknown -- -D warnings
+	cd bench && CARGO_TARGET_DIR=../target/bench cargo clippy --all-targets -- -D warnings
 
 fmt:
 	cargo fmt --all

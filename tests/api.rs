@@ -66,6 +66,16 @@ async fn send(
 
 const JSON: (&str, &str) = ("content-type", "application/json");
 
+/// One row of the table: method, path, headers, body, expected status, expected error code.
+type Case<'a> = (
+    Method,
+    String,
+    Vec<(&'a str, &'a str)>,
+    Vec<u8>,
+    u16,
+    Option<&'a str>,
+);
+
 async fn created_order(app: &Router, auth: &[(&str, &str)]) -> String {
     let reply = send(app, Method::POST, "/api/orders", auth, b"").await;
     assert_eq!(reply.status, StatusCode::CREATED);
@@ -91,7 +101,7 @@ async fn every_route_answers_with_the_right_status_and_error_code() {
     let big = format!(r#"{{"status":"Packed","pad":"{}"}}"#, "x".repeat(17 * 1024));
     let status_uri = format!("/api/orders/{id}/status");
     #[rustfmt::skip]
-    let table: Vec<(Method, String, Vec<(&str, &str)>, Vec<u8>, u16, Option<&str>)> = vec![
+    let table: Vec<Case> = vec![
         (Method::GET, "/api/orders".into(), vec![], vec![], 200, None),
         (Method::GET, "/api/orders?limit=100".into(), vec![], vec![], 200, None),
         (Method::GET, "/api/orders?limit=0".into(), vec![], vec![], 400, Some("bad_request")),
