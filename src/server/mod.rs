@@ -36,9 +36,27 @@ use metrics::Metrics;
 use simulate::Simulations;
 use store::{EventStore, SqliteStore, StoreError};
 
-/// What every handler and server function can reach.
-#[derive(Clone, FromRef)]
-pub struct AppState {
+/// What every handler and server function can reach. Cloned for every request, so it is one
+/// `Arc` (a clone of the parts themselves showed up in profiles).
+#[derive(Clone)]
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+impl FromRef<AppState> for LeptosOptions {
+    fn from_ref(state: &AppState) -> Self {
+        state.leptos_options.clone()
+    }
+}
+
+/// The parts of [`AppState`].
+pub struct Shared {
     pub leptos_options: LeptosOptions,
     pub log: EventLog,
     pub simulations: Simulations,
@@ -56,14 +74,14 @@ impl AppState {
         let shutdown = CancellationToken::new();
         let keepalive =
             keepalive_tick(Duration::from_secs(config.keepalive_secs), shutdown.clone());
-        Ok(Self {
+        Ok(Self(Arc::new(Shared {
             leptos_options,
             log: EventLog::new(store, Arc::new(Metrics::default())),
             simulations: Simulations::default(),
             config: Arc::new(config),
             shutdown,
             keepalive,
-        })
+        })))
     }
 }
 
