@@ -99,10 +99,14 @@ async fn run(kind: Kind, args: &Args) -> Results {
 fn table(ours: &Results, nchan: &Results, args: &Args) -> String {
     let mut out = String::new();
     let mut row = |figure: &str, a: f64, b: f64, unit: &str| {
-        let ratio = if b == 0.0 { f64::NAN } else { a / b };
+        let ratio = if b == 0.0 {
+            "—".to_owned()
+        } else {
+            format!("{:.2}", a / b)
+        };
         let _ = writeln!(
             out,
-            "| {figure} | {a:.2} {unit} | {b:.2} {unit} | {ratio:.2} |"
+            "| {figure} | {a:.2} {unit} | {b:.2} {unit} | {ratio} |"
         );
     };
     let ms = |us: f64| us / 1000.0;
