@@ -1,5 +1,9 @@
 //! The embedded SQLite store (sqlx): WAL journal, `synchronous = FULL`, migrations from
 //! `migrations/` applied at start-up.
+//!
+//! Appends go through one writer task that commits whatever appends are waiting as one
+//! transaction (group commit): one fsync acknowledges them all, so concurrent publishers do
+//! not queue one fsync each. No append is acknowledged before its transaction has committed.
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -7,18 +11,32 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::{Row, SqliteConnection, SqlitePool};
+use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use super::{EventStore, StoreError};
-use crate::domain::{EventId, OrderEvent, OrderStatus, OrderStatusUpdate, OrderSummary};
+use crate::domain::{
+    EventId, OrderEvent, OrderStatus, OrderStatusUpdate, OrderSummary, TransitionError,
+};
 
 /// SQLite's extended result code for a `RAISE(ABORT, …)` in a trigger.
 const SQLITE_CONSTRAINT_TRIGGER: &str = "1811";
 
+/// The most appends committed together.
+const MAX_BATCH: usize = 256;
+
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    writer: mpsc::Sender<Append>,
+}
+
+/// An append waiting for the writer, with where to send its outcome.
+#[derive(Debug)]
+struct Append {
+    update: OrderStatusUpdate,
+    done: oneshot::Sender<Result<OrderEvent, StoreError>>,
 }
 
 impl SqliteStore {
@@ -50,17 +68,91 @@ impl SqliteStore {
             .run(&pool)
             .await
             .map_err(|err| StoreError::Backend(err.into()))?;
-        Ok(Self { pool })
+        let (writer, appends) = mpsc::channel(MAX_BATCH * 4);
+        tokio::spawn(write_appends(pool.clone(), appends));
+        Ok(Self { pool, writer })
     }
+}
 
-    async fn current_status(&self, order_id: Uuid) -> Result<Option<OrderStatus>, StoreError> {
-        let max: Option<i64> =
-            sqlx::query_scalar("SELECT max(status) FROM events WHERE order_id = ?")
-                .bind(order_id.to_string())
-                .fetch_one(&self.pool)
-                .await?;
-        Ok(max.and_then(status_from_db))
+/// The writer task: takes every append waiting, stores them in one transaction, answers
+/// each once the transaction has committed. Ends when every store handle is gone.
+async fn write_appends(pool: SqlitePool, mut appends: mpsc::Receiver<Append>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while appends.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        match write_batch(&pool, &batch).await {
+            Ok(outcomes) => {
+                for (append, outcome) in batch.drain(..).zip(outcomes) {
+                    let _ = append.done.send(outcome);
+                }
+            }
+            Err(err) => {
+                tracing::error!(error = %err, appends = batch.len(), "committing appends failed");
+                for append in batch.drain(..) {
+                    let cause = sqlx::Error::Protocol(format!("commit failed: {err}"));
+                    let _ = append.done.send(Err(StoreError::Backend(cause)));
+                }
+            }
+        }
     }
+}
+
+/// Inserts each update in one transaction. An insert that breaks a constraint (a duplicate or
+/// a skipped status) fails alone: SQLite aborts that statement and keeps the transaction.
+async fn write_batch(
+    pool: &SqlitePool,
+    batch: &[Append],
+) -> Result<Vec<Result<OrderEvent, StoreError>>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for Append { update, .. } in batch {
+        let inserted = sqlx::query_scalar::<_, i64>(
+            "INSERT INTO events (order_id, status, at_ms) VALUES (?, ?, ?) RETURNING id",
+        )
+        .bind(update.order_id.to_string())
+        .bind(update.status.index() as i64)
+        .bind(update.timestamp.timestamp_millis())
+        .fetch_one(&mut *tx)
+        .await;
+        outcomes.push(match inserted {
+            Ok(id) => Ok(OrderEvent {
+                id: EventId(id),
+                update: update.clone(),
+            }),
+            Err(sqlx::Error::Database(db))
+                if db.is_unique_violation()
+                    || db.code().as_deref() == Some(SQLITE_CONSTRAINT_TRIGGER) =>
+            {
+                let current = current_status(&mut tx, update.order_id).await?;
+                Err(StoreError::Conflict(conflict(current, update.status)))
+            }
+            Err(err) => return Err(err),
+        });
+    }
+    tx.commit().await?;
+    Ok(outcomes)
+}
+
+async fn current_status(
+    conn: &mut SqliteConnection,
+    order_id: Uuid,
+) -> Result<Option<OrderStatus>, sqlx::Error> {
+    let max: Option<i64> = sqlx::query_scalar("SELECT max(status) FROM events WHERE order_id = ?")
+        .bind(order_id.to_string())
+        .fetch_one(conn)
+        .await?;
+    Ok(max.and_then(status_from_db))
+}
+
+/// Why `requested` was refused when the order is at `current`.
+fn conflict(current: Option<OrderStatus>, requested: OrderStatus) -> TransitionError {
+    OrderStatus::check_transition(current, requested)
+        .err()
+        // Refused by the database although it now looks allowed: a concurrent duplicate.
+        .unwrap_or(TransitionError::NotNext {
+            current: current.unwrap_or(OrderStatus::Created),
+            expected: requested,
+            requested,
+        })
 }
 
 fn status_from_db(index: i64) -> Option<OrderStatus> {
@@ -92,41 +184,19 @@ fn event_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<OrderEvent, StoreErro
 #[async_trait]
 impl EventStore for SqliteStore {
     async fn append(&self, update: &OrderStatusUpdate) -> Result<OrderEvent, StoreError> {
-        // One autocommit statement: UNIQUE and the trigger decide atomically, so two writers
-        // can never both store the same status, nor skip one.
-        let inserted = sqlx::query_scalar::<_, i64>(
-            "INSERT INTO events (order_id, status, at_ms) VALUES (?, ?, ?) RETURNING id",
-        )
-        .bind(update.order_id.to_string())
-        .bind(update.status.index() as i64)
-        .bind(update.timestamp.timestamp_millis())
-        .fetch_one(&self.pool)
-        .await;
-        match inserted {
-            Ok(id) => Ok(OrderEvent {
-                id: EventId(id),
+        // UNIQUE and the trigger decide inside the database, so two writers can never both
+        // store the same status, nor skip one, whatever the code around them does.
+        let (done, outcome) = oneshot::channel();
+        let stopped =
+            || StoreError::Backend(sqlx::Error::Protocol("the writer has stopped".into()));
+        self.writer
+            .send(Append {
                 update: update.clone(),
-            }),
-            Err(sqlx::Error::Database(db))
-                if db.is_unique_violation()
-                    || db.code().as_deref() == Some(SQLITE_CONSTRAINT_TRIGGER) =>
-            {
-                let current = self.current_status(update.order_id).await?;
-                match OrderStatus::check_transition(current, update.status) {
-                    Err(transition) => Err(StoreError::Conflict(transition)),
-                    // The order moved on between the failed insert and this read; report it
-                    // as the duplicate it was.
-                    Ok(()) => Err(StoreError::Conflict(
-                        crate::domain::TransitionError::NotNext {
-                            current: current.unwrap_or(OrderStatus::Created),
-                            expected: update.status,
-                            requested: update.status,
-                        },
-                    )),
-                }
-            }
-            Err(err) => Err(err.into()),
-        }
+                done,
+            })
+            .await
+            .map_err(|_| stopped())?;
+        outcome.await.map_err(|_| stopped())?
     }
 
     async fn events(&self, order_id: Uuid) -> Result<Vec<OrderEvent>, StoreError> {
@@ -257,6 +327,43 @@ mod tests {
             .count();
         assert_eq!(ok, 1);
         assert_eq!(store.events(order).await.unwrap().len(), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_group_commit_answers_each_append_on_its_own_and_keeps_them_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/orders.db", dir.path().display());
+        let store = SqliteStore::open(&url).await.unwrap();
+        let orders: Vec<Uuid> = (0..50).map(|_| Uuid::new_v4()).collect();
+        // Each order's Created twice and a skipped status once, all at the same time.
+        let attempts = orders.iter().flat_map(|&order| {
+            [
+                OrderStatus::Created,
+                OrderStatus::Created,
+                OrderStatus::Packed,
+            ]
+            .map(|status| {
+                let store = store.clone();
+                tokio::spawn(async move { store.append(&update(order, status)).await })
+            })
+        });
+        let results = futures::future::join_all(attempts).await;
+        let ok = results
+            .iter()
+            .filter(|r| r.as_ref().unwrap().is_ok())
+            .count();
+        let conflicts = results
+            .iter()
+            .filter(|r| matches!(r.as_ref().unwrap(), Err(StoreError::Conflict(_))))
+            .count();
+        assert_eq!((ok, conflicts), (50, 100));
+        drop(store);
+        let reopened = SqliteStore::open(&url).await.unwrap();
+        for order in orders {
+            let events = reopened.events(order).await.unwrap();
+            assert_eq!(events.len(), 1);
+            assert_eq!(events[0].status(), OrderStatus::Created);
+        }
     }
 
     #[tokio::test]
