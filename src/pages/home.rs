@@ -35,6 +35,10 @@ pub async fn place_demo_order() -> Result<(), ServerFnError> {
     use crate::server::simulate::DEFAULT_INTERVAL_MS;
     let state = expect_context::<crate::server::AppState>();
     if !state.config.demo_mode() {
+        // A client's mistake, not ours: 403, not the 500 a server function error defaults to.
+        if let Some(response) = use_context::<leptos_axum::ResponseOptions>() {
+            response.set_status(axum::http::StatusCode::FORBIDDEN);
+        }
         return Err(ServerFnError::new(
             "Demo orders are turned off on this server.",
         ));
