@@ -50,6 +50,49 @@ struct Seen {
     duplicates: u32,
 }
 
+impl Seen {
+    /// A subscriber that never got anywhere (it failed, or did not finish in time).
+    fn missing() -> Self {
+        Seen {
+            latency_us: [MISSING; 6],
+            done_us: MISSING,
+            duplicates: 0,
+        }
+    }
+}
+
+/// Starts `count` subscribers; `target(n)` gives subscriber `n` its channel and path.
+fn spawn_subscribers(
+    server: &Server,
+    count: usize,
+    connecting: usize,
+    shared: &Arc<Shared>,
+    target: impl Fn(usize) -> (usize, String),
+) -> Vec<tokio::task::JoinHandle<Seen>> {
+    let gate = Arc::new(Semaphore::new(connecting));
+    (0..count)
+        .map(|n| {
+            let (channel, path) = target(n);
+            tokio::spawn(subscriber(
+                server.addr,
+                path,
+                channel,
+                5,
+                shared.clone(),
+                Some(gate.clone()),
+            ))
+        })
+        .collect()
+}
+
+/// What a subscriber task saw, or [`Seen::missing`] if it did not finish within `limit`.
+async fn outcome(task: tokio::task::JoinHandle<Seen>, limit: Duration) -> Seen {
+    match tokio::time::timeout(limit, task).await {
+        Ok(Ok(seen)) => seen,
+        _ => Seen::missing(),
+    }
+}
+
 async fn subscriber(
     server_addr: std::net::SocketAddr,
     path: String,
@@ -58,11 +101,7 @@ async fn subscriber(
     shared: Arc<Shared>,
     gate: Option<Arc<Semaphore>>,
 ) -> Seen {
-    let mut seen = Seen {
-        latency_us: [MISSING; 6],
-        done_us: MISSING,
-        duplicates: 0,
-    };
+    let mut seen = Seen::missing();
     let permit = match &gate {
         Some(gate) => Some(gate.clone().acquire_owned().await.unwrap()),
         None => None,
@@ -187,22 +226,11 @@ pub struct Fanout {
 pub async fn fanout(server: &Server, subscribers: usize, orders: usize) -> Fanout {
     let names = channels(server, orders).await;
     let shared = Shared::new(orders);
-    let gate = Arc::new(Semaphore::new(CONNECTING));
     let cpu_before = server.cpu_seconds();
-    let tasks: Vec<_> = (0..subscribers)
-        .map(|n| {
-            let channel = n % orders;
-            let path = server.subscribe_path(&names[channel], false);
-            tokio::spawn(subscriber(
-                server.addr,
-                path,
-                channel,
-                5,
-                shared.clone(),
-                Some(gate.clone()),
-            ))
-        })
-        .collect();
+    let tasks = spawn_subscribers(server, subscribers, CONNECTING, &shared, |n| {
+        let channel = n % orders;
+        (channel, server.subscribe_path(&names[channel], false))
+    });
     let all_in = async {
         loop {
             let done =
@@ -244,14 +272,7 @@ pub async fn fanout(server: &Server, subscribers: usize, orders: usize) -> Fanou
     eprintln!("    rounds (ms): {:.1?}", result.round_ms);
     result.deliveries_per_s = (connected * 5) as f64 / fanout_total.as_secs_f64();
     for task in tasks {
-        let seen = match tokio::time::timeout(Duration::from_secs(5), task).await {
-            Ok(Ok(seen)) => seen,
-            _ => Seen {
-                latency_us: [MISSING; 6],
-                done_us: MISSING,
-                duplicates: 0,
-            },
-        };
+        let seen = outcome(task, Duration::from_secs(5)).await;
         result.duplicates += seen.duplicates as usize;
         for &latency in &seen.latency_us[1..] {
             if latency == MISSING {
@@ -287,32 +308,15 @@ pub async fn replay_storm(server: &Server, subscribers: usize) -> Replay {
         );
     }
     let shared = Shared::new(1);
-    let gate = Arc::new(Semaphore::new(CONNECTING * 4));
     let cpu_before = server.cpu_seconds();
     let started = Instant::now();
     let path = server.subscribe_path(&name, true);
-    let tasks: Vec<_> = (0..subscribers)
-        .map(|_| {
-            tokio::spawn(subscriber(
-                server.addr,
-                path.clone(),
-                0,
-                5,
-                shared.clone(),
-                Some(gate.clone()),
-            ))
-        })
-        .collect();
+    let tasks = spawn_subscribers(server, subscribers, CONNECTING * 4, &shared, |_| {
+        (0, path.clone())
+    });
     let mut result = Replay::default();
     for task in tasks {
-        let seen = match tokio::time::timeout(Duration::from_secs(60), task).await {
-            Ok(Ok(seen)) => seen,
-            _ => Seen {
-                latency_us: [MISSING; 6],
-                done_us: MISSING,
-                duplicates: 0,
-            },
-        };
+        let seen = outcome(task, Duration::from_secs(60)).await;
         result.losses += seen.latency_us.iter().filter(|&&l| l == MISSING).count();
         if seen.done_us != MISSING {
             result.replay_us.push(seen.done_us);
@@ -331,20 +335,10 @@ pub async fn idle_memory(server: &Server, subscribers: usize) -> (f64, usize) {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let before = server.rss_kib();
     let shared = Shared::new(1);
-    let gate = Arc::new(Semaphore::new(CONNECTING));
     let path = server.subscribe_path(&name, false);
-    let tasks: Vec<_> = (0..subscribers)
-        .map(|_| {
-            tokio::spawn(subscriber(
-                server.addr,
-                path.clone(),
-                0,
-                5,
-                shared.clone(),
-                Some(gate.clone()),
-            ))
-        })
-        .collect();
+    let tasks = spawn_subscribers(server, subscribers, CONNECTING, &shared, |_| {
+        (0, path.clone())
+    });
     let all_in = async {
         while shared.connected.load(Ordering::Acquire) + shared.failed.load(Ordering::Acquire)
             < subscribers

@@ -170,15 +170,6 @@ impl Order {
             events,
         })
     }
-
-    pub fn summary(&self) -> OrderSummary {
-        OrderSummary {
-            id: self.id,
-            status: self.status,
-            created_at: self.created_at,
-            updated_at: self.updated_at,
-        }
-    }
 }
 
 /// An order without its events, as listed by `GET /api/orders`.

@@ -52,13 +52,7 @@ impl TestServer {
     }
 
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = config(format!("sqlite://{}/orders.db", dir.path().display()));
-        adjust(&mut config);
-        let options = LeptosOptions::builder()
-            .output_name("order-tracking")
-            .build();
-        let state = AppState::open(options, config).await.unwrap();
+        let (dir, state) = test_state(adjust).await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let app = router(state.clone());
