@@ -1,13 +1,15 @@
 //! The event log as the rest of the server sees it: publishing stores an event durably, then
 //! fans it out; subscribing and reading go through the same place.
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use chrono::Utc;
 use uuid::Uuid;
 
-use crate::domain::{Order, OrderEvent, OrderStatus, OrderStatusUpdate, OrderSummary};
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::domain::{EventId, Order, OrderEvent, OrderStatus, OrderStatusUpdate, OrderSummary};
 use crate::server::hub::{Delivery, Hub, Subscription};
 use crate::server::metrics::Metrics;
 use crate::server::store::{EventStore, StoreError};
@@ -70,6 +72,34 @@ impl EventLog {
         self.hub.subscribe(order_id)
     }
 
+    /// Follows an order from just after `resume` (from its start when `resume` is none or
+    /// not one of its events): its stored events, then its live ones, in order, each once.
+    ///
+    /// It subscribes *before* it reads the history, so an event committed after the read
+    /// arrives live and one committed before is in the history (one in both is skipped).
+    pub async fn follow(
+        &self,
+        order_id: Uuid,
+        resume: Option<EventId>,
+    ) -> Result<Follower, StoreError> {
+        let subscription = self.subscribe(order_id);
+        let history = self.history(order_id).await?;
+        // Position i of a history holds status i (the schema guarantees it), so the position
+        // after the resume event is also the index of the next status the follower needs.
+        let start = resume
+            .and_then(|id| history.iter().position(|delivery| delivery.id == id))
+            .map_or(0, |position| position + 1);
+        Ok(Follower {
+            log: self.clone(),
+            order_id,
+            subscription,
+            resumed_at_end: start > 0 && history[start - 1].status.is_final(),
+            pending: history[start..].iter().cloned().collect(),
+            next: start,
+            catching_up: false,
+        })
+    }
+
     /// The order's events, encoded for streaming. A delivered order's history never changes,
     /// so it is read from the store once and then served from memory.
     pub async fn history(&self, order_id: Uuid) -> Result<History, StoreError> {
@@ -120,6 +150,76 @@ impl EventLog {
     }
 }
 
+/// What [`Follower::next`] hands out.
+#[derive(Debug)]
+pub enum Next {
+    /// The order's next event.
+    Event(Arc<Delivery>),
+    /// Delivered: nothing more will come.
+    End,
+    /// The follower fell behind the hub's buffer; it must resume from its last event.
+    Lagged,
+    /// The store failed while catching up.
+    Failed,
+}
+
+/// One follower of one order. See [`EventLog::follow`].
+pub struct Follower {
+    log: EventLog,
+    order_id: Uuid,
+    subscription: Subscription,
+    resumed_at_end: bool,
+    /// Events read from the store, not handed out yet.
+    pending: VecDeque<Arc<Delivery>>,
+    /// Index of the status the follower needs next.
+    next: usize,
+    /// A live event skipped ahead: what came before it is read back from the store.
+    catching_up: bool,
+}
+
+impl Follower {
+    /// The resume point was the order's `Delivered` event: there is nothing to follow.
+    pub fn resumed_at_end(&self) -> bool {
+        self.resumed_at_end
+    }
+
+    /// The next event, in order and once each. Cancel-safe: dropping the future loses
+    /// nothing, so it can race a timer in `select!`.
+    pub async fn next(&mut self) -> Next {
+        loop {
+            if self.next >= OrderStatus::ALL.len() {
+                return Next::End;
+            }
+            if let Some(delivery) = self.pending.pop_front() {
+                if delivery.status.index() == self.next {
+                    self.next += 1;
+                    return Next::Event(delivery);
+                }
+                continue;
+            }
+            if self.catching_up {
+                // Concurrent publishers' events reached the hub out of order.
+                let Ok(stored) = self.log.history(self.order_id).await else {
+                    return Next::Failed;
+                };
+                self.pending.extend(stored.iter().skip(self.next).cloned());
+                self.catching_up = false;
+                continue;
+            }
+            match self.subscription.recv().await {
+                Ok(delivery) if delivery.status.index() == self.next => {
+                    self.next += 1;
+                    return Next::Event(delivery);
+                }
+                // Newer than the next one: catch up. Older: already handed out.
+                Ok(delivery) => self.catching_up = delivery.status.index() > self.next,
+                Err(RecvError::Lagged(_)) => return Next::Lagged,
+                Err(RecvError::Closed) => return Next::End,
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::AtomicUsize;
@@ -150,6 +250,126 @@ mod tests {
         async fn ping(&self) -> Result<(), StoreError> {
             self.inner.ping().await
         }
+    }
+
+    async fn log() -> (tempfile::TempDir, EventLog) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/orders.db", dir.path().display());
+        let store = Arc::new(SqliteStore::open(&url).await.unwrap());
+        (dir, EventLog::new(store, Arc::default()))
+    }
+
+    /// Follows until the end; returns the statuses handed out.
+    async fn statuses(mut follower: Follower) -> Vec<OrderStatus> {
+        let mut seen = Vec::new();
+        loop {
+            match tokio::time::timeout(std::time::Duration::from_secs(10), follower.next()).await {
+                Ok(Next::Event(delivery)) => seen.push(delivery.status),
+                Ok(Next::End) => return seen,
+                other => panic!("unexpected {other:?} after {seen:?}"),
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn followers_get_every_event_once_in_order_while_publishers_race() {
+        let (_dir, log) = log().await;
+        for _round in 0..20 {
+            let order = Uuid::new_v4();
+            // Followers start before, during and after publishing.
+            let followers: Vec<_> = (0..12u64)
+                .map(|n| {
+                    let log = log.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(std::time::Duration::from_micros(n * 150)).await;
+                        statuses(log.follow(order, None).await.unwrap()).await
+                    })
+                })
+                .collect();
+            // Three publishers race for every status; the store lets one win each.
+            let publishers: Vec<_> = (0..3)
+                .map(|_| {
+                    let log = log.clone();
+                    tokio::spawn(async move {
+                        for status in OrderStatus::ALL {
+                            let _ = log.publish(order, status).await;
+                        }
+                    })
+                })
+                .collect();
+            for publisher in publishers {
+                publisher.await.unwrap();
+            }
+            for follower in followers {
+                assert_eq!(follower.await.unwrap(), OrderStatus::ALL);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_follower_resumes_after_its_event_or_from_the_start() {
+        let (_dir, log) = log().await;
+        let order = Uuid::new_v4();
+        let mut ids = Vec::new();
+        for status in OrderStatus::ALL {
+            ids.push(log.publish(order, status).await.unwrap().id);
+        }
+        let after_packed = statuses(log.follow(order, Some(ids[2])).await.unwrap()).await;
+        assert_eq!(after_packed, OrderStatus::ALL[3..]);
+        let unknown = statuses(log.follow(order, Some(EventId(i64::MAX))).await.unwrap()).await;
+        assert_eq!(unknown, OrderStatus::ALL);
+        let other_order = log
+            .publish(Uuid::new_v4(), OrderStatus::Created)
+            .await
+            .unwrap();
+        let foreign = statuses(log.follow(order, Some(other_order.id)).await.unwrap()).await;
+        assert_eq!(foreign, OrderStatus::ALL);
+        let at_end = log.follow(order, Some(ids[5])).await.unwrap();
+        assert!(at_end.resumed_at_end());
+        assert!(!log
+            .follow(order, Some(ids[4]))
+            .await
+            .unwrap()
+            .resumed_at_end());
+    }
+
+    #[tokio::test]
+    async fn a_live_event_that_skips_ahead_makes_the_follower_catch_up_from_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/orders.db", dir.path().display());
+        let store = Arc::new(SqliteStore::open(&url).await.unwrap());
+        let log = EventLog::new(store.clone(), Arc::default());
+        let order = Uuid::new_v4();
+        log.publish(order, OrderStatus::Created).await.unwrap();
+        let mut follower = log.follow(order, None).await.unwrap();
+        // Two events stored, but only the later one reaches the hub (as when two
+        // publishers' hand-offs cross).
+        let update = |status| OrderStatusUpdate::new(order, status, Utc::now());
+        store
+            .append(&update(OrderStatus::PaymentConfirmed))
+            .await
+            .unwrap();
+        let packed = store.append(&update(OrderStatus::Packed)).await.unwrap();
+        log.hub.publish(order, Arc::new(Delivery::new(&packed)));
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            let next = tokio::time::timeout(std::time::Duration::from_secs(5), follower.next());
+            match next
+                .await
+                .expect("the follower caught up instead of waiting")
+            {
+                Next::Event(delivery) => seen.push(delivery.status),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(
+            seen,
+            [
+                OrderStatus::Created,
+                OrderStatus::PaymentConfirmed,
+                OrderStatus::Packed
+            ]
+        );
     }
 
     #[tokio::test]

@@ -1,11 +1,7 @@
 //! `GET /orders/{id}/stream`: the order's stored events after the resume point, then its live
-//! events, as Server-Sent Events; ends after `Delivered`.
-//!
-//! No gap, no duplicate: the stream subscribes to the hub *before* it reads the store, so an
-//! event committed after the read arrives live, and one committed before it is in the read
-//! (or both, and then it is skipped). An order's events are its statuses in order, so the
-//! status index says which event comes next: an older one is a duplicate, a newer one means
-//! something was missed and is read back from the store.
+//! events, as Server-Sent Events; ends after `Delivered`. The order of events (no gap, no
+//! duplicate) is [`EventLog::follow`](crate::server::event_log::EventLog::follow)'s job; this
+//! module owns the wire format, the resume point, keep-alives and ending the response.
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
 
@@ -15,10 +11,10 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::Deserialize;
-use tokio::sync::broadcast::error::RecvError;
 
-use crate::domain::{EventId, OrderEvent, OrderStatus};
+use crate::domain::{EventId, OrderEvent};
 use crate::server::error::AppError;
+use crate::server::event_log::Next;
 use crate::server::extract::OrderId;
 use crate::server::AppState;
 
@@ -76,15 +72,8 @@ pub async fn stream(
         .open_stream(state.config.max_streams)
         .ok_or(AppError::TooManyStreams)?;
 
-    // Subscribe first, then read: see the module docs.
-    let mut subscription = log.subscribe(order_id);
-    let history = log.history(order_id).await?;
-    // History position i holds status i (the schema guarantees it), so the position after
-    // the resume event is also the index of the next status the client needs.
-    let mut next = resume
-        .and_then(|id| history.iter().position(|delivery| delivery.id == id))
-        .map_or(0, |position| position + 1);
-    if next > 0 && history[next - 1].status.is_final() {
+    let mut follower = log.follow(order_id, resume).await?;
+    if follower.resumed_at_end() {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
 
@@ -93,29 +82,22 @@ pub async fn stream(
     let body = async_stream::stream! {
         let _open = open;
         yield Ok::<_, Infallible>(Bytes::from_static(RETRY_FRAME));
-        for delivery in &history[next..] {
-            metrics.events_delivered.fetch_add(1, Ordering::Relaxed);
-            yield Ok(delivery.frame.clone());
-        }
-        next = history.len();
-        drop(history);
-
-        while next < OrderStatus::ALL.len() {
+        loop {
             enum Step {
-                Live(std::sync::Arc<crate::server::hub::Delivery>),
+                Send(Bytes),
                 KeepAlive,
                 End,
             }
             let step = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => Step::End,
-                received = subscription.recv() => match received {
-                    Ok(delivery) => Step::Live(delivery),
-                    Err(RecvError::Lagged(_)) => {
+                next = follower.next() => match next {
+                    Next::Event(delivery) => Step::Send(delivery.frame.clone()),
+                    Next::Lagged => {
                         metrics.slow_subscribers_dropped.fetch_add(1, Ordering::Relaxed);
                         Step::End
                     }
-                    Err(RecvError::Closed) => Step::End,
+                    Next::End | Next::Failed => Step::End,
                 },
                 changed = keepalive.changed() => match changed {
                     Ok(()) => Step::KeepAlive,
@@ -125,21 +107,9 @@ pub async fn stream(
             match step {
                 Step::End => break,
                 Step::KeepAlive => yield Ok(Bytes::from_static(KEEPALIVE_FRAME)),
-                Step::Live(delivery) => {
-                    let index = delivery.status.index();
-                    if index == next {
-                        next += 1;
-                        metrics.events_delivered.fetch_add(1, Ordering::Relaxed);
-                        yield Ok(delivery.frame.clone());
-                    } else if index > next {
-                        // Published out of order by concurrent writers: catch up from the store.
-                        let Ok(stored) = log.history(order_id).await else { break };
-                        for delivery in stored.iter().skip(next) {
-                            metrics.events_delivered.fetch_add(1, Ordering::Relaxed);
-                            yield Ok(delivery.frame.clone());
-                        }
-                        next = next.max(stored.len());
-                    }
+                Step::Send(frame) => {
+                    metrics.events_delivered.fetch_add(1, Ordering::Relaxed);
+                    yield Ok(frame);
                 }
             }
         }
