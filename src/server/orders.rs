@@ -6,7 +6,7 @@ use axum::Json;
 use serde::Deserialize;
 use uuid::Uuid;
 
-use crate::domain::OrderStatus;
+use crate::domain::{Order, OrderStatus};
 use crate::server::error::AppError;
 use crate::server::extract::{Body, Expected, OrderId, Params};
 use crate::server::AppState;
@@ -19,12 +19,9 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024;
 /// `POST /api/orders`: a new order, `Created`.
 pub async fn create(State(state): State<AppState>) -> Result<Response, AppError> {
     let order_id = Uuid::new_v4();
-    state.log.publish(order_id, OrderStatus::Created).await?;
-    let order = state
-        .log
-        .order(order_id)
-        .await?
-        .ok_or(AppError::OrderNotFound)?;
+    let created = state.log.publish(order_id, OrderStatus::Created).await?;
+    // The new order is its one event: no need to read it back from the store.
+    let order = Order::from_events(vec![created]).ok_or(AppError::OrderNotFound)?;
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, format!("/orders/{order_id}"))],
