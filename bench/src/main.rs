@@ -192,17 +192,22 @@ fn table(ours: &Results, nchan: &Results, args: &Args) -> String {
 fn failures(name: &str, results: &Results, subscribers: usize) -> Vec<String> {
     let mut problems = Vec::new();
     for (label, fanout) in [("(1)", &results.one), ("(2)", &results.many)] {
-        if fanout.losses > 0 || fanout.failed_subscribers > 0 || fanout.failed_publishes > 0 {
+        if fanout.losses > 0
+            || fanout.duplicates > 0
+            || fanout.failed_subscribers > 0
+            || fanout.failed_publishes > 0
+        {
             problems.push(format!(
-                "{name} {label}: {} losses, {} failed subscribers, {} failed publishes",
-                fanout.losses, fanout.failed_subscribers, fanout.failed_publishes
+                "{name} {label}: {} losses, {} duplicates, {} failed subscribers, {} failed publishes",
+                fanout.losses, fanout.duplicates, fanout.failed_subscribers, fanout.failed_publishes
             ));
         }
     }
-    if results.replay.losses > 0 || results.replay.failed_subscribers > 0 {
+    let replay = &results.replay;
+    if replay.losses > 0 || replay.duplicates > 0 || replay.failed_subscribers > 0 {
         problems.push(format!(
-            "{name} (3): {} losses, {} failed subscribers",
-            results.replay.losses, results.replay.failed_subscribers
+            "{name} (3): {} losses, {} duplicates, {} failed subscribers",
+            replay.losses, replay.duplicates, replay.failed_subscribers
         ));
     }
     if results.idle_connected < subscribers {

@@ -293,7 +293,7 @@ pub struct Replay {
     pub losses: usize,
     pub failed_subscribers: usize,
     pub cpu_s: f64,
-    pub total_s: f64,
+    pub duplicates: usize,
 }
 
 /// `subscribers` new subscribers at once, each replaying a delivered order's six events.
@@ -309,7 +309,6 @@ pub async fn replay_storm(server: &Server, subscribers: usize) -> Replay {
     }
     let shared = Shared::new(1);
     let cpu_before = server.cpu_seconds();
-    let started = Instant::now();
     let path = server.subscribe_path(&name, true);
     let tasks = spawn_subscribers(server, subscribers, CONNECTING * 4, &shared, |_| {
         (0, path.clone())
@@ -318,11 +317,11 @@ pub async fn replay_storm(server: &Server, subscribers: usize) -> Replay {
     for task in tasks {
         let seen = outcome(task, Duration::from_secs(60)).await;
         result.losses += seen.latency_us.iter().filter(|&&l| l == MISSING).count();
+        result.duplicates += seen.duplicates as usize;
         if seen.done_us != MISSING {
             result.replay_us.push(seen.done_us);
         }
     }
-    result.total_s = started.elapsed().as_secs_f64();
     result.cpu_s = server.cpu_seconds() - cpu_before;
     result.failed_subscribers = shared.failed.load(Ordering::Relaxed);
     result.replay_us.sort_unstable();
