@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building, running and testing need, and only what is missing.
-# Every source is one these machines reach: crates.io, npm, Debian. See ../shared/TOOLCHAIN.md.
+# Every source is one these machines reach: crates.io, npm, Debian; nothing is downloaded
+# from anywhere else (cargo-leptos would fetch wasm-bindgen, wasm-opt and sass from GitHub
+# unless they are on PATH, so they are installed here first).
 #   scripts/setup.sh build    Rust wasm target, cargo-leptos, wasm-bindgen CLI
 #   scripts/setup.sh release  build + wasm-opt (npm binaryen) for release builds
 #   scripts/setup.sh test     build + Debian's Chromium + the end2end npm packages

@@ -8,6 +8,8 @@ use crate::pages::{HomePage, NotFound, OrderPage};
 
 /// The document around the app, rendered on the server only.
 pub fn shell(options: LeptosOptions) -> impl IntoView {
+    #[cfg(feature = "ssr")]
+    crate::pages::ssr::secure_document(&options);
     view! {
         <!DOCTYPE html>
         <html lang="en">

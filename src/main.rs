@@ -15,13 +15,11 @@ async fn main() -> std::process::ExitCode {
     use order_tracking::server::{config::Config, router, AppState};
     use tracing_subscriber::EnvFilter;
 
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
-
+    // Flags first: `--log` (or RUST_LOG, which it mirrors) decides what is logged from here on.
     let config = Config::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::new(&config.log_filter))
+        .init();
     let mut leptos_options = match get_configuration(None) {
         Ok(conf) => conf.leptos_options,
         Err(err) => {

@@ -227,22 +227,30 @@ async fn metrics_show_the_stream_and_process_figures() {
 }
 
 #[tokio::test]
-async fn with_an_admin_token_every_mutating_route_needs_it_and_reading_stays_public() {
+async fn with_an_admin_token_publishing_and_listing_need_it_and_one_order_stays_public() {
     let (_dir, state) = test_state(|config| config.admin_token = Some("s3cret".into())).await;
     let app = router(state);
     let good = [("authorization", "Bearer s3cret")];
     let id = created_order(&app, &good).await;
 
-    let mutating: [(String, Vec<u8>, u16); 3] = [
-        ("/api/orders".into(), vec![], 201),
+    let guarded: [(Method, String, Vec<u8>, u16); 4] = [
+        (Method::POST, "/api/orders".into(), vec![], 201),
         (
+            Method::POST,
             format!("/api/orders/{id}/status"),
             br#"{"status":"PaymentConfirmed"}"#.to_vec(),
             200,
         ),
-        (format!("/orders/{id}/simulate?interval_ms=0"), vec![], 202),
+        (
+            Method::POST,
+            format!("/orders/{id}/simulate?interval_ms=0"),
+            vec![],
+            202,
+        ),
+        // A list of ids is a list of capabilities: listing is guarded like publishing.
+        (Method::GET, "/api/orders".into(), vec![], 200),
     ];
-    for (uri, body, ok) in mutating {
+    for (method, uri, body, ok) in guarded {
         for bad in [
             vec![],
             vec![("authorization", "Bearer wrong")],
@@ -252,11 +260,16 @@ async fn with_an_admin_token_every_mutating_route_needs_it_and_reading_stays_pub
         ] {
             let mut headers = bad.clone();
             headers.push(JSON);
-            let reply = send(&app, Method::POST, &uri, &headers, &body).await;
+            let reply = send(&app, method.clone(), &uri, &headers, &body).await;
             assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{uri} {bad:?}");
             assert_eq!(reply.json()["error"], "unauthorized");
+            assert_eq!(reply.headers[header::WWW_AUTHENTICATE], "Bearer", "{uri}");
+            assert!(
+                !String::from_utf8_lossy(&reply.body).contains(&id),
+                "{uri} leaked an id"
+            );
         }
-        let reply = send(&app, Method::POST, &uri, &[good[0], JSON], &body).await;
+        let reply = send(&app, method.clone(), &uri, &[good[0], JSON], &body).await;
         assert_eq!(
             reply.status.as_u16(),
             ok,
@@ -264,9 +277,11 @@ async fn with_an_admin_token_every_mutating_route_needs_it_and_reading_stays_pub
             String::from_utf8_lossy(&reply.body)
         );
     }
+    // With the token, the list is there.
+    let listed = send(&app, Method::GET, "/api/orders", &good, b"").await;
+    assert!(String::from_utf8_lossy(&listed.body).contains(&id));
 
     for uri in [
-        "/api/orders".to_owned(),
         format!("/api/orders/{id}"),
         format!("/orders/{id}/stream"),
         format!("/orders/{id}"),
@@ -282,6 +297,147 @@ async fn with_an_admin_token_every_mutating_route_needs_it_and_reading_stays_pub
 }
 
 #[tokio::test]
+async fn without_a_token_listing_is_open_for_the_demo() {
+    let (_dir, state) = test_state(|_| {}).await;
+    let app = router(state);
+    let id = created_order(&app, &[]).await;
+    let reply = send(&app, Method::GET, "/api/orders", &[], b"").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(String::from_utf8_lossy(&reply.body).contains(&id));
+    let home = send(&app, Method::GET, "/", &[], b"").await;
+    let html = String::from_utf8_lossy(&home.body);
+    assert!(
+        html.contains("Recent orders") && html.contains(&id[..8]),
+        "{html}"
+    );
+}
+
+/// A server function's answer, called the way the page's own script calls it.
+async fn call_server_fn(app: &Router, path: &str) -> Reply {
+    send(
+        app,
+        Method::POST,
+        path,
+        &[("content-type", "application/x-www-form-urlencoded")],
+        b"",
+    )
+    .await
+}
+
+#[tokio::test]
+async fn with_a_token_the_home_page_lists_no_order_and_offers_the_track_field() {
+    let (_dir, state) = test_state(|config| config.admin_token = Some("t".into())).await;
+    let app = router(state);
+    let good = [("authorization", "Bearer t")];
+    let ids = [
+        created_order(&app, &good).await,
+        created_order(&app, &good).await,
+    ];
+    let page = send(&app, Method::GET, "/", &[], b"").await;
+    assert_eq!(page.status, StatusCode::OK);
+    let html = String::from_utf8_lossy(&page.body).into_owned();
+    assert!(html.contains("Track an order"), "{html}");
+    assert!(!html.contains("Recent orders"));
+    assert!(!html.contains("Place a demo order"));
+    for id in &ids {
+        // Neither whole nor shortened, in the markup or in the data sent for hydration.
+        assert!(!html.contains(&id[..8]), "the home page shows {id}");
+    }
+    // The server function behind the page is public too: it must not list them either.
+    use leptos::server_fn::ServerFn;
+    let path = <order_tracking::pages::home::LoadHome as ServerFn>::PATH;
+    let reply = call_server_fn(&app, path).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let body = String::from_utf8_lossy(&reply.body);
+    for id in &ids {
+        assert!(!body.contains(id.as_str()), "load_home lists {id}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn the_track_field_leads_to_the_order_or_says_what_is_wrong() {
+    let (_dir, state) = test_state(|config| config.admin_token = Some("t".into())).await;
+    let app = router(state);
+    let id = "67e55044-10b1-426f-9247-bb680e5fe0c8";
+    for pasted in [
+        id.to_owned(),
+        id.to_uppercase(),
+        format!("https://shop.example/orders/{id}?from=mail"),
+    ] {
+        let uri = format!("/?order={}", urlencode(&pasted));
+        // As a browser submits the form: it accepts HTML, which makes the answer a real 302.
+        let reply = send(&app, Method::GET, &uri, &[("accept", "text/html")], b"").await;
+        assert_eq!(reply.status, StatusCode::FOUND, "{pasted}");
+        assert_eq!(
+            reply.headers[header::LOCATION],
+            format!("/orders/{id}"),
+            "{pasted}"
+        );
+    }
+    let reply = send(&app, Method::GET, "/?order=order%2042", &[], b"").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let html = String::from_utf8_lossy(&reply.body);
+    assert!(html.contains("data-testid=\"track-error\""), "{html}");
+    assert!(html.contains("That is not an order number"));
+}
+
+fn urlencode(raw: &str) -> String {
+    raw.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn pages_send_the_headers_that_keep_their_url_to_themselves() {
+    let (_dir, state) = test_state(|_| {}).await;
+    let app = router(state);
+    let id = created_order(&app, &[]).await;
+    for uri in [
+        "/".to_owned(),
+        format!("/orders/{id}"),
+        "/no/such/page".into(),
+    ] {
+        let reply = send(&app, Method::GET, &uri, &[], b"").await;
+        let headers = &reply.headers;
+        assert_eq!(headers[header::REFERRER_POLICY], "no-referrer", "{uri}");
+        assert_eq!(headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff", "{uri}");
+        let policy = headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+        assert!(policy.contains("frame-ancestors 'none'"), "{uri}: {policy}");
+        assert!(policy.contains("default-src 'self'"), "{uri}: {policy}");
+        assert!(!policy.contains("unsafe-inline"), "{uri}: {policy}");
+        // The hydration script carries this response's nonce, and nothing inline runs without it.
+        let nonce = policy
+            .split("'nonce-")
+            .nth(1)
+            .and_then(|rest| rest.split('\'').next())
+            .unwrap_or_else(|| panic!("{uri}: no nonce in {policy}"));
+        let html = String::from_utf8_lossy(&reply.body);
+        let scripts = html.matches("<script").count();
+        let with_nonce = html.matches(&format!("nonce=\"{nonce}\"")).count();
+        assert!(scripts > 0, "{uri}");
+        assert!(
+            with_nonce >= scripts,
+            "{uri}: {scripts} scripts, {with_nonce} with the nonce"
+        );
+        assert!(
+            !html.contains(" style=\""),
+            "{uri}: an inline style the policy refuses"
+        );
+    }
+    // A fresh nonce for every response.
+    let policy = |reply: Reply| reply.headers[header::CONTENT_SECURITY_POLICY].clone();
+    let first = policy(send(&app, Method::GET, "/", &[], b"").await);
+    let second = policy(send(&app, Method::GET, "/", &[], b"").await);
+    assert_ne!(first, second);
+    // The API answers JSON with nosniff too; the stream is not a page and needs no policy.
+    let reply = send(&app, Method::GET, &format!("/api/orders/{id}"), &[], b"").await;
+    assert_eq!(reply.headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+}
+
+#[tokio::test]
 async fn the_demo_button_is_offered_only_without_an_admin_token() {
     let (_dir, open) = test_state(|_| {}).await;
     let (_dir2, locked) = test_state(|config| config.admin_token = Some("t".into())).await;
@@ -289,18 +445,11 @@ async fn the_demo_button_is_offered_only_without_an_admin_token() {
     assert!(String::from_utf8_lossy(&page.body).contains("Place a demo order"));
     let page = send(&router(locked.clone()), Method::GET, "/", &[], b"").await;
     let html = String::from_utf8_lossy(&page.body).into_owned();
-    assert!(html.contains("Recent orders"), "{html}");
+    assert!(html.contains("Where is my order?"), "{html}");
     assert!(!html.contains("Place a demo order"));
     // And the server function behind it refuses too.
     use leptos::server_fn::ServerFn;
     let path = <order_tracking::pages::home::PlaceDemoOrder as ServerFn>::PATH;
-    let reply = send(
-        &router(locked),
-        Method::POST,
-        path,
-        &[("content-type", "application/x-www-form-urlencoded")],
-        b"",
-    )
-    .await;
+    let reply = call_server_fn(&router(locked), path).await;
     assert_eq!(reply.status, StatusCode::FORBIDDEN);
 }

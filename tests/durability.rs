@@ -219,3 +219,69 @@ fn a_bad_setting_is_refused_at_start_up() {
             || String::from_utf8_lossy(&output.stderr).contains("keepalive")
     );
 }
+
+/// Runs the binary with `RUST_LOG` and `args` until it answers, stops it with SIGTERM, and
+/// returns everything it logged.
+async fn logs_of_a_run(rust_log: &str, args: &[&str]) -> String {
+    let (_dir, url) = database();
+    let addr = free_addr();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_order-tracking"))
+        .args(args)
+        .env("DATABASE_URL", &url)
+        .env("LEPTOS_SITE_ADDR", addr.to_string())
+        .env("RUST_LOG", rust_log)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let health = client().get(format!("http://{addr}/healthz")).send().await;
+        if health.is_ok_and(|r| r.status() == 200) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "server did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pid = child.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let output = child.wait_with_output().unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+#[tokio::test]
+async fn the_log_flag_sets_the_filter_and_wins_over_rust_log() {
+    // `listening on` is logged at info.
+    let louder = logs_of_a_run("warn", &["--log", "info"]).await;
+    assert!(louder.contains("listening on"), "{louder}");
+    let quieter = logs_of_a_run("info", &["--log", "warn"]).await;
+    assert!(!quieter.contains("listening on"), "{quieter}");
+    // Without the flag, RUST_LOG decides.
+    assert!(logs_of_a_run("info", &[]).await.contains("listening on"));
+}
+
+#[test]
+fn a_malformed_log_filter_is_refused_at_start_up() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_order-tracking"))
+        .args(["--log", "order_tracking=loudest"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("--log"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

@@ -84,10 +84,14 @@ export class AppServer {
     rmSync(this.dir, { recursive: true, force: true });
   }
 
+  /** A POST as a back-office system sends it: with the bearer token when the server has one. */
   async post(path: string, body?: unknown): Promise<Response> {
+    const headers: Record<string, string> = {};
+    if (body !== undefined) headers["content-type"] = "application/json";
+    if (this.env.ADMIN_TOKEN) headers["authorization"] = `Bearer ${this.env.ADMIN_TOKEN}`;
     return fetch(`${this.baseURL}${path}`, {
       method: "POST",
-      headers: body === undefined ? {} : { "content-type": "application/json" },
+      headers,
       body: body === undefined ? undefined : JSON.stringify(body),
     });
   }

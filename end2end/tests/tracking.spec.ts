@@ -49,6 +49,15 @@ test("a demo order placed from the home page fills its timeline live", async ({ 
   await expect(page.getByTestId("connection")).toHaveText("Completed");
   await expect(page.locator("[data-testid=step] time")).toHaveCount(6);
   await expect(page.getByTestId("announcer")).toContainText("Delivered");
+  // The progress bar is full: its width comes from the stylesheet, not an inline style.
+  await expect
+    .poll(() =>
+      page.locator(".progress-bar").evaluate((bar) => {
+        const track = bar.parentElement!.getBoundingClientRect().width;
+        return Math.round((bar.getBoundingClientRect().width / track) * 100);
+      }),
+    )
+    .toBe(100);
   expect(await page.evaluate(() => (window as any).__sameDocument)).toBe(true);
   expect(errors).toEqual([]);
 });

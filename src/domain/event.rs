@@ -7,6 +7,10 @@ use uuid::Uuid;
 
 use super::OrderStatus;
 
+/// How long a client waits before it reconnects to a stream that ended, in milliseconds: the
+/// stream's `retry:` line, and the delay before the page reopens a source the browser gave up on.
+pub const RETRY_MS: u64 = 3000;
+
 /// The id of a stored event: opaque to clients, increasing within an order (and across the
 /// whole store), the same across restarts. On the wire it is a decimal string.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -2,8 +2,8 @@
 mod event;
 mod order;
 
-pub use event::{EventId, OrderEvent, OrderStatusUpdate};
+pub use event::{EventId, OrderEvent, OrderStatusUpdate, RETRY_MS};
 pub use order::{
-    parse_order_id, InvalidOrderId, Order, OrderStatus, OrderSummary, TransitionError,
-    UnknownStatus,
+    parse_order_id, parse_order_reference, InvalidOrderId, Order, OrderStatus, OrderSummary,
+    TransitionError, UnknownStatus,
 };

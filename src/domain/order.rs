@@ -109,11 +109,6 @@ impl OrderStatus {
             })
         }
     }
-
-    /// The statuses still to come after this one.
-    pub fn remaining(self) -> impl Iterator<Item = OrderStatus> {
-        Self::ALL.into_iter().skip(self.index() + 1)
-    }
 }
 
 impl fmt::Display for OrderStatus {
@@ -142,6 +137,19 @@ pub struct InvalidOrderId;
 /// `urn:uuid:`, any case). Its `Display` is always the lowercase hyphenated form.
 pub fn parse_order_id(raw: &str) -> Result<Uuid, InvalidOrderId> {
     Uuid::try_parse(raw).map_err(|_| InvalidOrderId)
+}
+
+/// What a customer pastes to find their order: the id in any UUID form, or a link to its
+/// page (`https://shop.example/orders/<id>`, with or without a query or fragment, or just
+/// the path). Surrounding white space is ignored.
+pub fn parse_order_reference(raw: &str) -> Result<Uuid, InvalidOrderId> {
+    let raw = raw.trim();
+    if let Ok(id) = parse_order_id(raw) {
+        return Ok(id);
+    }
+    let (_, after) = raw.rsplit_once("/orders/").ok_or(InvalidOrderId)?;
+    let segment = after.split(['/', '?', '#']).next().unwrap_or_default();
+    parse_order_id(segment)
 }
 
 /// An order with its whole history, as `GET /api/orders/{id}` returns it.
@@ -261,20 +269,6 @@ mod tests {
     }
 
     #[test]
-    fn remaining_lists_the_statuses_after_the_current_one() {
-        let rest: Vec<_> = OrderStatus::Packed.remaining().collect();
-        assert_eq!(
-            rest,
-            [
-                OrderStatus::Shipped,
-                OrderStatus::OutForDelivery,
-                OrderStatus::Delivered
-            ]
-        );
-        assert_eq!(OrderStatus::Delivered.remaining().count(), 0);
-    }
-
-    #[test]
     fn order_ids_parse_in_every_uuid_form_and_print_lowercase_hyphenated() {
         let canonical = "67e55044-10b1-426f-9247-bb680e5fe0c8";
         for form in [
@@ -298,6 +292,36 @@ mod tests {
             "💥",
         ] {
             assert_eq!(parse_order_id(bad), Err(InvalidOrderId), "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_order_is_found_by_its_id_or_a_link_to_its_page() {
+        let id = "67e55044-10b1-426f-9247-bb680e5fe0c8";
+        for pasted in [
+            id.to_owned(),
+            format!("  {}\n", id.to_uppercase()),
+            format!("https://shop.example/orders/{id}"),
+            format!("http://127.0.0.1:3000/orders/{id}?utm=mail#top"),
+            format!("/orders/{id}/"),
+            format!("shop.example/orders/{{{id}}}"),
+        ] {
+            assert_eq!(
+                parse_order_reference(&pasted).map(|id| id.to_string()),
+                Ok(id.to_owned()),
+                "{pasted:?}"
+            );
+        }
+        for bad in [
+            "",
+            "   ",
+            "order 42",
+            "https://shop.example/",
+            "https://shop.example/orders/",
+            "https://shop.example/orders/not-an-id",
+            &format!("https://shop.example/orders/{id}x"),
+        ] {
+            assert_eq!(parse_order_reference(bad), Err(InvalidOrderId), "{bad:?}");
         }
     }
 }

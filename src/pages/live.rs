@@ -11,12 +11,12 @@ use wasm_bindgen::closure::Closure;
 use wasm_bindgen::JsCast;
 use web_sys::{Event, EventSource, MessageEvent};
 
-use crate::domain::{EventId, OrderEvent, OrderStatusUpdate};
-use crate::pages::order::Connection;
+use crate::domain::{EventId, OrderEvent, OrderStatusUpdate, RETRY_MS};
+use crate::pages::connection::Connection;
 use crate::pages::time::local_label;
 
-/// Delay before reopening a source the browser gave up on (it matches the server's `retry`).
-const REOPEN_AFTER: Duration = Duration::from_millis(3000);
+/// Delay before reopening a source the browser gave up on: the server's `retry`.
+const REOPEN_AFTER: Duration = Duration::from_millis(RETRY_MS);
 
 struct Feed {
     order_id: Uuid,

@@ -1,9 +1,13 @@
 //! The pages a customer sees, with the server functions that feed them. Rendered on the
-//! server, hydrated in the browser; [`live`] is the browser's side of the stream.
+//! server, hydrated in the browser; [`live`] is the browser's side of the stream, [`ssr`] the
+//! server's side of the pages.
+mod connection;
 pub mod home;
 #[cfg(feature = "hydrate")]
 mod live;
 pub mod order;
+#[cfg(feature = "ssr")]
+pub mod ssr;
 mod time;
 
 pub use home::HomePage;
@@ -15,13 +19,11 @@ use leptos::prelude::*;
 #[component]
 pub fn NotFound() -> impl IntoView {
     #[cfg(feature = "ssr")]
-    if let Some(response) = use_context::<leptos_axum::ResponseOptions>() {
-        response.set_status(axum::http::StatusCode::NOT_FOUND);
-    }
+    ssr::set_status(axum::http::StatusCode::NOT_FOUND);
     view! {
         <section class="card notice">
             <h1>"Page not found"</h1>
-            <p>"There is nothing at this address. " <a href="/">"Back to your orders"</a></p>
+            <p>"There is nothing at this address. " <a href="/">"Back to the home page"</a></p>
         </section>
     }
 }

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::domain::{OrderEvent, OrderStatus};
+use crate::pages::connection::Connection;
 use crate::pages::time::{local_label, utc_label};
 
 /// What the server knows of an order id.
@@ -20,58 +21,23 @@ pub enum OrderLookup {
 
 #[server(prefix = "/_server")]
 pub async fn lookup_order(raw_id: String) -> Result<OrderLookup, ServerFnError> {
-    fn respond_not_found() {
-        if let Some(response) = use_context::<leptos_axum::ResponseOptions>() {
-            response.set_status(axum::http::StatusCode::NOT_FOUND);
-        }
-    }
+    use crate::pages::ssr::{app_state, failed, set_status};
+    use axum::http::StatusCode;
     let Ok(id) = crate::domain::parse_order_id(&raw_id) else {
-        respond_not_found();
+        set_status(StatusCode::NOT_FOUND);
         return Ok(OrderLookup::Invalid);
     };
-    let state = expect_context::<crate::server::AppState>();
-    let events = state.log.events(id).await.map_err(|err| {
-        tracing::error!(error = %err, order_id = %id, "reading an order");
-        ServerFnError::new("This order cannot be read right now.")
+    let events = app_state()?.event_log.events(id).await.map_err(|err| {
+        failed(
+            "reading an order",
+            err,
+            "This order cannot be read right now.",
+        )
     })?;
     if events.is_empty() {
-        respond_not_found();
+        set_status(StatusCode::NOT_FOUND);
     }
     Ok(OrderLookup::Known { id, events })
-}
-
-/// The state of the live connection, as the badge shows it. The server renders only
-/// `Connecting` and `Completed`; the others come from the browser.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
-pub enum Connection {
-    Connecting,
-    Live,
-    Reconnecting,
-    Offline,
-    Completed,
-}
-
-impl Connection {
-    pub fn label(self) -> &'static str {
-        match self {
-            Connection::Connecting => "Connecting…",
-            Connection::Live => "Live",
-            Connection::Reconnecting => "Reconnecting…",
-            Connection::Offline => "Offline",
-            Connection::Completed => "Completed",
-        }
-    }
-
-    fn class(self) -> &'static str {
-        match self {
-            Connection::Connecting => "badge connecting",
-            Connection::Live => "badge live",
-            Connection::Reconnecting => "badge reconnecting",
-            Connection::Offline => "badge offline",
-            Connection::Completed => "badge completed",
-        }
-    }
 }
 
 /// A step's place relative to the order's latest status (`None`: not placed yet).
@@ -99,7 +65,7 @@ pub fn OrderPage() -> impl IntoView {
                         <Title text="Unknown order" />
                         <section class="card notice">
                             <h1>"That is not an order number"</h1>
-                            <p>"Check the link in your confirmation e-mail. " <a href="/">"See recent orders"</a></p>
+                            <p>"Check the link in your confirmation e-mail. " <a href="/">"Track an order"</a></p>
                         </section>
                     }.into_any(),
                     Err(err) => view! {
@@ -136,11 +102,9 @@ fn Tracker(id: Uuid, events: Vec<OrderEvent>) -> impl IntoView {
         }
     });
 
-    let progress = move || {
-        latest.get().map_or(0, |status| {
-            status.index() * 100 / (OrderStatus::ALL.len() - 1)
-        })
-    };
+    // How many statuses are reached (0 to 6): the bar's width comes from the stylesheet.
+    let reached = move || latest.get().map_or(0, |status| status.index() + 1);
+    let progress = move || reached().saturating_sub(1) * 100 / (OrderStatus::ALL.len() - 1);
     let id_text = id.to_string();
 
     view! {
@@ -163,7 +127,7 @@ fn Tracker(id: Uuid, events: Vec<OrderEvent>) -> impl IntoView {
             </Show>
             <div class="progress" role="progressbar" aria-label="Delivery progress"
                 aria-valuemin="0" aria-valuemax="100" aria-valuenow=move || progress().to_string()>
-                <div class="progress-bar" style:width=move || format!("{}%", progress())></div>
+                <div class="progress-bar" data-reached=move || reached().to_string()></div>
             </div>
             <ol class="timeline">
                 {OrderStatus::ALL.into_iter().map(|status| {

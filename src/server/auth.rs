@@ -1,29 +1,38 @@
-//! Publisher auth: with `ADMIN_TOKEN` set, mutating routes need `Authorization: Bearer <token>`.
-use axum::extract::{Request, State};
-use axum::http::header;
-use axum::middleware::Next;
-use axum::response::Response;
+//! Who may do what (spec §6): with `ADMIN_TOKEN` set, publishing and listing orders need
+//! `Authorization: Bearer <token>`; without it the server runs open (demo mode). An order's
+//! page and stream never need it: its id is the capability.
+//!
+//! The guard is an extractor, so each handler that needs the token says so in its own
+//! signature, whatever router or layer it is mounted under.
+use axum::extract::FromRequestParts;
+use axum::http::{header, request::Parts};
 use subtle::ConstantTimeEq;
 
 use crate::server::error::AppError;
 use crate::server::AppState;
 
-/// Lets the request through when no token is configured or the bearer token matches,
-/// compared in constant time.
-pub async fn require_admin(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Result<Response, AppError> {
-    if let Some(expected) = state.config.admin_token.as_deref() {
-        let presented = request
-            .headers()
+/// Proof that the request may publish or list orders: no token is configured, or it carried
+/// the right bearer token (compared in constant time). Otherwise `401` with
+/// `WWW-Authenticate: Bearer`.
+#[derive(Debug, Clone, Copy)]
+pub struct Admin;
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        let Some(expected) = state.config.admin_token.as_deref() else {
+            return Ok(Admin);
+        };
+        let presented = parts
+            .headers
             .get(header::AUTHORIZATION)
             .and_then(|value| value.as_bytes().strip_prefix(b"Bearer "))
             .unwrap_or_default();
-        if !bool::from(presented.ct_eq(expected.as_bytes())) {
-            return Err(AppError::Unauthorized);
+        if bool::from(presented.ct_eq(expected.as_bytes())) {
+            Ok(Admin)
+        } else {
+            Err(AppError::Unauthorized)
         }
     }
-    Ok(next.run(request).await)
 }

@@ -33,8 +33,16 @@ pub struct Config {
     pub keepalive_secs: u64,
 
     /// Log filter, in `tracing` EnvFilter syntax (e.g. `info,order_tracking=debug`).
-    #[arg(long = "log", env = "RUST_LOG", default_value = "info")]
+    #[arg(long = "log", env = "RUST_LOG", default_value = "info", value_parser = log_filter)]
     pub log_filter: String,
+}
+
+/// Accepts what `tracing`'s `EnvFilter` accepts, so that a typo is refused at start-up
+/// rather than silently logging nothing.
+fn log_filter(raw: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::try_new(raw)
+        .map(|_| raw.to_owned())
+        .map_err(|err| err.to_string())
 }
 
 impl Config {

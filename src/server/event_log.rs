@@ -1,7 +1,6 @@
 //! The event log as the rest of the server sees it: publishing stores an event durably, then
 //! fans it out; subscribing and reading go through the same place.
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use chrono::Utc;
@@ -12,6 +11,7 @@ use tokio::sync::broadcast::error::RecvError;
 use crate::domain::{EventId, Order, OrderEvent, OrderStatus, OrderStatusUpdate, OrderSummary};
 use crate::server::hub::{Delivery, Hub, Subscription};
 use crate::server::metrics::Metrics;
+use crate::server::sse;
 use crate::server::store::{EventStore, StoreError};
 
 /// An order's events, encoded, oldest first.
@@ -29,11 +29,21 @@ pub struct EventLog {
     delivered: Arc<Mutex<HashMap<Uuid, History>>>,
 }
 
+/// An event as the hub carries it: encoded once as its SSE frame.
+fn delivery(event: &OrderEvent) -> Arc<Delivery> {
+    Arc::new(Delivery {
+        id: event.id,
+        status: event.status(),
+        frame: sse::event_frame(event),
+    })
+}
+
 impl EventLog {
-    pub fn new(store: Arc<dyn EventStore>, metrics: Arc<Metrics>) -> Self {
+    /// The log over `store`, fanning out through `hub`.
+    pub fn new(store: Arc<dyn EventStore>, hub: Hub, metrics: Arc<Metrics>) -> Self {
         Self {
             store,
-            hub: Hub::default(),
+            hub,
             metrics,
             delivered: Arc::default(),
         }
@@ -48,10 +58,8 @@ impl EventLog {
     ) -> Result<OrderEvent, StoreError> {
         let update = OrderStatusUpdate::new(order_id, status, Utc::now());
         let event = self.store.append(&update).await?;
-        self.metrics
-            .events_published
-            .fetch_add(1, Ordering::Relaxed);
-        self.hub.publish(order_id, Arc::new(Delivery::new(&event)));
+        self.metrics.events_published.inc();
+        self.hub.publish(order_id, delivery(&event));
         Ok(event)
     }
 
@@ -95,7 +103,7 @@ impl EventLog {
             subscription,
             resumed_at_end: start > 0 && history[start - 1].status.is_final(),
             pending: history[start..].iter().cloned().collect(),
-            next: start,
+            next_status: start,
             catching_up: false,
         })
     }
@@ -112,10 +120,7 @@ impl EventLog {
             return Ok(history.clone());
         }
         let events = self.store.events(order_id).await?;
-        let history: History = events
-            .iter()
-            .map(|event| Arc::new(Delivery::new(event)))
-            .collect();
+        let history: History = events.iter().map(delivery).collect();
         if history.last().is_some_and(|last| last.status.is_final()) {
             let mut cache = cache();
             if cache.len() >= DELIVERED_CACHE {
@@ -152,7 +157,7 @@ impl EventLog {
 
 /// What [`Follower::next`] hands out.
 #[derive(Debug)]
-pub enum Next {
+pub enum Followed {
     /// The order's next event.
     Event(Arc<Delivery>),
     /// Delivered: nothing more will come.
@@ -172,7 +177,7 @@ pub struct Follower {
     /// Events read from the store, not handed out yet.
     pending: VecDeque<Arc<Delivery>>,
     /// Index of the status the follower needs next.
-    next: usize,
+    next_status: usize,
     /// A live event skipped ahead: what came before it is read back from the store.
     catching_up: bool,
 }
@@ -185,36 +190,37 @@ impl Follower {
 
     /// The next event, in order and once each. Cancel-safe: dropping the future loses
     /// nothing, so it can race a timer in `select!`.
-    pub async fn next(&mut self) -> Next {
+    pub async fn next(&mut self) -> Followed {
         loop {
-            if self.next >= OrderStatus::ALL.len() {
-                return Next::End;
+            if self.next_status >= OrderStatus::ALL.len() {
+                return Followed::End;
             }
             if let Some(delivery) = self.pending.pop_front() {
-                if delivery.status.index() == self.next {
-                    self.next += 1;
-                    return Next::Event(delivery);
+                if delivery.status.index() == self.next_status {
+                    self.next_status += 1;
+                    return Followed::Event(delivery);
                 }
                 continue;
             }
             if self.catching_up {
                 // Concurrent publishers' events reached the hub out of order.
                 let Ok(stored) = self.log.history(self.order_id).await else {
-                    return Next::Failed;
+                    return Followed::Failed;
                 };
-                self.pending.extend(stored.iter().skip(self.next).cloned());
+                self.pending
+                    .extend(stored.iter().skip(self.next_status).cloned());
                 self.catching_up = false;
                 continue;
             }
             match self.subscription.recv().await {
-                Ok(delivery) if delivery.status.index() == self.next => {
-                    self.next += 1;
-                    return Next::Event(delivery);
+                Ok(delivery) if delivery.status.index() == self.next_status => {
+                    self.next_status += 1;
+                    return Followed::Event(delivery);
                 }
                 // Newer than the next one: catch up. Older: already handed out.
-                Ok(delivery) => self.catching_up = delivery.status.index() > self.next,
-                Err(RecvError::Lagged(_)) => return Next::Lagged,
-                Err(RecvError::Closed) => return Next::End,
+                Ok(delivery) => self.catching_up = delivery.status.index() > self.next_status,
+                Err(RecvError::Lagged(_)) => return Followed::Lagged,
+                Err(RecvError::Closed) => return Followed::End,
             }
         }
     }
@@ -222,7 +228,7 @@ impl Follower {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     use async_trait::async_trait;
 
@@ -256,7 +262,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}/orders.db", dir.path().display());
         let store = Arc::new(SqliteStore::open(&url).await.unwrap());
-        (dir, EventLog::new(store, Arc::default()))
+        (dir, EventLog::new(store, Hub::default(), Arc::default()))
     }
 
     /// Follows until the end; returns the statuses handed out.
@@ -264,8 +270,8 @@ mod tests {
         let mut seen = Vec::new();
         loop {
             match tokio::time::timeout(std::time::Duration::from_secs(10), follower.next()).await {
-                Ok(Next::Event(delivery)) => seen.push(delivery.status),
-                Ok(Next::End) => return seen,
+                Ok(Followed::Event(delivery)) => seen.push(delivery.status),
+                Ok(Followed::End) => return seen,
                 other => panic!("unexpected {other:?} after {seen:?}"),
             }
         }
@@ -338,7 +344,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}/orders.db", dir.path().display());
         let store = Arc::new(SqliteStore::open(&url).await.unwrap());
-        let log = EventLog::new(store.clone(), Arc::default());
+        let log = EventLog::new(store.clone(), Hub::default(), Arc::default());
         let order = Uuid::new_v4();
         log.publish(order, OrderStatus::Created).await.unwrap();
         let mut follower = log.follow(order, None).await.unwrap();
@@ -350,7 +356,7 @@ mod tests {
             .await
             .unwrap();
         let packed = store.append(&update(OrderStatus::Packed)).await.unwrap();
-        log.hub.publish(order, Arc::new(Delivery::new(&packed)));
+        log.hub.publish(order, delivery(&packed));
         let mut seen = Vec::new();
         for _ in 0..3 {
             let next = tokio::time::timeout(std::time::Duration::from_secs(5), follower.next());
@@ -358,7 +364,7 @@ mod tests {
                 .await
                 .expect("the follower caught up instead of waiting")
             {
-                Next::Event(delivery) => seen.push(delivery.status),
+                Followed::Event(delivery) => seen.push(delivery.status),
                 other => panic!("{other:?}"),
             }
         }
@@ -380,7 +386,7 @@ mod tests {
             inner: SqliteStore::open(&url).await.unwrap(),
             reads: AtomicUsize::new(0),
         });
-        let log = EventLog::new(store.clone(), Arc::default());
+        let log = EventLog::new(store.clone(), Hub::default(), Arc::default());
         let order = Uuid::new_v4();
         for status in &OrderStatus::ALL[..5] {
             log.publish(order, *status).await.unwrap();
@@ -398,7 +404,7 @@ mod tests {
         let stored = store.inner.events(order).await.unwrap();
         for (delivery, event) in first.iter().zip(&stored) {
             assert_eq!(delivery.id, event.id);
-            assert_eq!(delivery.frame, crate::server::stream::encode_event(event));
+            assert_eq!(delivery.frame, sse::event_frame(event));
         }
     }
 }

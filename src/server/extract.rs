@@ -45,14 +45,14 @@ impl<S: Send + Sync, T: DeserializeOwned + Expected> FromRequestParts<S> for Par
 
 /// A JSON body: `415` without a JSON content type, `413` over the body limit, `400` when
 /// it is not JSON or not of the expected shape.
-pub struct Body<T>(pub T);
+pub struct JsonBody<T>(pub T);
 
-impl<S: Send + Sync, T: DeserializeOwned + Expected> FromRequest<S> for Body<T> {
+impl<S: Send + Sync, T: DeserializeOwned + Expected> FromRequest<S> for JsonBody<T> {
     type Rejection = AppError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, AppError> {
         match axum::Json::<T>::from_request(request, state).await {
-            Ok(axum::Json(body)) => Ok(Body(body)),
+            Ok(axum::Json(body)) => Ok(JsonBody(body)),
             Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
                 Err(AppError::PayloadTooLarge)
             }

@@ -1,6 +1,11 @@
 //! Where events are fanned out: one bounded broadcast channel per order that has
 //! subscribers, created by the first subscriber and removed with the last. Every subscriber
 //! of an order gets every event; nothing is kept for orders nobody watches (the store has it).
+//!
+//! The hub carries deliveries, each an already encoded frame with the id and status the
+//! follower orders them by; it never encodes or decodes anything and knows nothing of HTTP.
+//! Its map sits behind a std `Mutex`, not tokio's: every critical section is a map lookup
+//! or insert that never awaits, so an async lock would only add cost.
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -8,7 +13,7 @@ use bytes::Bytes;
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
-use crate::domain::{EventId, OrderEvent, OrderStatus};
+use crate::domain::{EventId, OrderStatus};
 
 /// How many events a subscriber may fall behind before it is dropped. An order has at most
 /// six events, so only a subscriber whose connection stalls can ever reach it.
@@ -19,18 +24,8 @@ pub const SUBSCRIBER_BUFFER: usize = 16;
 pub struct Delivery {
     pub id: EventId,
     pub status: OrderStatus,
-    /// The whole SSE frame (`id`, `event`, `data`, blank line).
+    /// The encoded event, written to subscribers as it is.
     pub frame: Bytes,
-}
-
-impl Delivery {
-    pub fn new(event: &OrderEvent) -> Self {
-        Self {
-            id: event.id,
-            status: event.status(),
-            frame: crate::server::stream::encode_event(event),
-        }
-    }
 }
 
 type Channels = HashMap<Uuid, broadcast::Sender<Arc<Delivery>>>;
@@ -54,7 +49,7 @@ impl Hub {
             .or_insert_with(|| broadcast::channel(SUBSCRIBER_BUFFER).0)
             .subscribe();
         Subscription {
-            receiver: Some(receiver),
+            receiver,
             order_id,
             hub: self.clone(),
         }
@@ -76,26 +71,24 @@ impl Hub {
 
 /// One subscriber's receiving end; leaving unsubscribes.
 pub struct Subscription {
-    receiver: Option<broadcast::Receiver<Arc<Delivery>>>,
+    receiver: broadcast::Receiver<Arc<Delivery>>,
     order_id: Uuid,
     hub: Hub,
 }
 
 impl Subscription {
     pub async fn recv(&mut self) -> Result<Arc<Delivery>, broadcast::error::RecvError> {
-        match self.receiver.as_mut() {
-            Some(receiver) => receiver.recv().await,
-            None => Err(broadcast::error::RecvError::Closed),
-        }
+        self.receiver.recv().await
     }
 }
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        drop(self.receiver.take());
         let mut channels = self.hub.channels();
+        // Subscribing happens under the same lock, so the count cannot change meanwhile;
+        // this subscription's own receiver is still alive here and is the one counted.
         if let Some(sender) = channels.get(&self.order_id) {
-            if sender.receiver_count() == 0 {
+            if sender.receiver_count() <= 1 {
                 channels.remove(&self.order_id);
             }
         }
@@ -105,14 +98,14 @@ impl Drop for Subscription {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::OrderStatusUpdate;
     use broadcast::error::RecvError;
 
     fn delivery(order: Uuid, id: i64, status: OrderStatus) -> Arc<Delivery> {
-        Arc::new(Delivery::new(&OrderEvent {
+        Arc::new(Delivery {
             id: EventId(id),
-            update: OrderStatusUpdate::new(order, status, chrono::Utc::now()),
-        }))
+            status,
+            frame: Bytes::from(format!("{order} {id}")),
+        })
     }
 
     #[tokio::test]
@@ -134,7 +127,7 @@ mod tests {
             assert_eq!(sub.recv().await.unwrap().id, EventId(1));
             assert_eq!(sub.recv().await.unwrap().id, EventId(2));
         }
-        assert!(other.receiver.as_mut().unwrap().try_recv().is_err());
+        assert!(other.receiver.try_recv().is_err());
     }
 
     #[tokio::test]

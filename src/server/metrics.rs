@@ -1,26 +1,55 @@
-//! Counters the process keeps about itself, shown by `GET /metrics` in Prometheus text.
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+//! Counters the process keeps about itself, shown by `GET /metrics` in Prometheus text. The
+//! `prometheus` crate holds them and adds the usual `process_*` figures (CPU, memory, file
+//! descriptors, start time) from its process collector.
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+
+use prometheus::{Encoder, IntCounter, IntGauge, Registry, TextEncoder};
 
 #[derive(Debug)]
 pub struct Metrics {
-    pub open_streams: AtomicU64,
-    pub events_published: AtomicU64,
-    pub events_delivered: AtomicU64,
-    pub slow_subscribers_dropped: AtomicU64,
-    started: SystemTime,
+    registry: Registry,
+    pub open_streams: IntGauge,
+    pub events_published: IntCounter,
+    pub events_delivered: IntCounter,
+    pub slow_subscribers_dropped: IntCounter,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
+        let registry = Registry::new();
+        let open_streams = IntGauge::new("order_tracking_open_streams", "SSE streams open now.")
+            .expect("a valid metric name");
+        let events_published = IntCounter::new(
+            "order_tracking_events_published_total",
+            "Events stored and fanned out.",
+        )
+        .expect("a valid metric name");
+        let events_delivered = IntCounter::new(
+            "order_tracking_events_delivered_total",
+            "Events written to SSE streams (replayed or live).",
+        )
+        .expect("a valid metric name");
+        let slow_subscribers_dropped = IntCounter::new(
+            "order_tracking_slow_subscribers_dropped_total",
+            "Streams ended because their reader fell behind.",
+        )
+        .expect("a valid metric name");
+        for collector in [
+            Box::new(open_streams.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(events_published.clone()),
+            Box::new(events_delivered.clone()),
+            Box::new(slow_subscribers_dropped.clone()),
+            Box::new(prometheus::process_collector::ProcessCollector::for_self()),
+        ] {
+            // Each name is registered once, on a registry of our own.
+            registry.register(collector).expect("distinct metric names");
+        }
         Self {
-            open_streams: AtomicU64::default(),
-            events_published: AtomicU64::default(),
-            events_delivered: AtomicU64::default(),
-            slow_subscribers_dropped: AtomicU64::default(),
-            started: SystemTime::now(),
+            registry,
+            open_streams,
+            events_published,
+            events_delivered,
+            slow_subscribers_dropped,
         }
     }
 }
@@ -29,144 +58,29 @@ impl Default for Metrics {
 pub struct OpenStream(Arc<Metrics>);
 
 impl Metrics {
-    /// Counts a new stream unless `max` are already open.
+    /// Counts a new stream unless `max` are already open. Counting first and checking after
+    /// can turn away a stream at the limit when two arrive at once, but never lets more than
+    /// `max` stay open.
     pub fn open_stream(self: &Arc<Self>, max: u64) -> Option<OpenStream> {
-        self.open_streams
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
-                (open < max).then_some(open + 1)
-            })
-            .ok()
-            .map(|_| OpenStream(self.clone()))
+        self.open_streams.inc();
+        let stream = OpenStream(self.clone());
+        u64::try_from(self.open_streams.get())
+            .is_ok_and(|open| open <= max)
+            .then_some(stream)
     }
 
+    /// Every figure, in the Prometheus text format.
     pub fn render(&self) -> String {
-        let count = |counter: &AtomicU64| counter.load(Ordering::Relaxed) as f64;
-        let started = self
-            .started
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs_f64();
-        let mut figures = vec![
-            (
-                "order_tracking_open_streams",
-                "gauge",
-                "SSE streams open now.",
-                count(&self.open_streams),
-            ),
-            (
-                "order_tracking_events_published_total",
-                "counter",
-                "Events stored and fanned out.",
-                count(&self.events_published),
-            ),
-            (
-                "order_tracking_events_delivered_total",
-                "counter",
-                "Events written to SSE streams (replayed or live).",
-                count(&self.events_delivered),
-            ),
-            (
-                "order_tracking_slow_subscribers_dropped_total",
-                "counter",
-                "Streams ended because their reader fell behind.",
-                count(&self.slow_subscribers_dropped),
-            ),
-            (
-                "process_start_time_seconds",
-                "gauge",
-                "Start time of the process since the Unix epoch.",
-                started,
-            ),
-        ];
-        figures.extend(process_figures());
-        let mut out = String::new();
-        for (name, kind, help, value) in figures {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-            );
-        }
-        out
+        let mut out = Vec::new();
+        // Writing to a Vec fails only for a malformed metric, which the names above are not.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
     }
-}
-
-/// CPU time, memory and file descriptors of this process, read from `/proc` (Linux); none
-/// elsewhere.
-fn process_figures() -> Vec<(&'static str, &'static str, &'static str, f64)> {
-    let mut figures = Vec::new();
-    // SAFETY: sysconf and getrlimit only read process-wide settings into plain values.
-    let (ticks, page, max_fds) = unsafe {
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        let max_fds = (libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0)
-            .then_some(limit.rlim_cur as f64);
-        (
-            libc::sysconf(libc::_SC_CLK_TCK) as f64,
-            libc::sysconf(libc::_SC_PAGESIZE) as f64,
-            max_fds,
-        )
-    };
-    if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
-        // Fields after the command name, which is in parentheses and may hold spaces.
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest.split_whitespace().collect())
-            .unwrap_or_default();
-        let cpu = |index: usize| fields.get(index).and_then(|v| v.parse::<f64>().ok());
-        // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
-        if let (Some(user), Some(system)) = (cpu(11), cpu(12)) {
-            figures.push((
-                "process_cpu_seconds_total",
-                "counter",
-                "User and system CPU time spent, in seconds.",
-                (user + system) / ticks,
-            ));
-        }
-    }
-    if let Ok(statm) = std::fs::read_to_string("/proc/self/statm") {
-        let pages: Vec<f64> = statm
-            .split_whitespace()
-            .filter_map(|v| v.parse().ok())
-            .collect();
-        if let [virtual_pages, resident_pages, ..] = pages[..] {
-            figures.push((
-                "process_virtual_memory_bytes",
-                "gauge",
-                "Virtual memory size in bytes.",
-                virtual_pages * page,
-            ));
-            figures.push((
-                "process_resident_memory_bytes",
-                "gauge",
-                "Resident memory size in bytes.",
-                resident_pages * page,
-            ));
-        }
-    }
-    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
-        figures.push((
-            "process_open_fds",
-            "gauge",
-            "Open file descriptors.",
-            fds.count() as f64,
-        ));
-    }
-    if let Some(max) = max_fds {
-        figures.push((
-            "process_max_fds",
-            "gauge",
-            "Maximum number of open file descriptors.",
-            max,
-        ));
-    }
-    figures
 }
 
 impl Drop for OpenStream {
     fn drop(&mut self) {
-        self.0.open_streams.fetch_sub(1, Ordering::AcqRel);
+        self.0.open_streams.dec();
     }
 }
 
@@ -180,8 +94,25 @@ mod tests {
         let a = metrics.open_stream(2).unwrap();
         let _b = metrics.open_stream(2).unwrap();
         assert!(metrics.open_stream(2).is_none());
+        assert_eq!(metrics.open_streams.get(), 2);
         drop(a);
         assert!(metrics.open_stream(2).is_some());
         assert!(metrics.render().contains("order_tracking_open_streams 1\n"));
+    }
+
+    #[test]
+    fn process_figures_come_with_the_counters() {
+        let metrics = Metrics::default();
+        metrics.events_published.inc();
+        let text = metrics.render();
+        for name in [
+            "order_tracking_events_published_total 1",
+            "process_cpu_seconds_total",
+            "process_resident_memory_bytes",
+            "process_open_fds",
+            "process_start_time_seconds",
+        ] {
+            assert!(text.contains(name), "{name} missing from:\n{text}");
+        }
     }
 }

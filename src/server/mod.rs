@@ -1,7 +1,9 @@
 //! Everything that runs only on the server: where an event is stored ([`store`]), fanned out
-//! ([`hub`]), published ([`event_log`]) and streamed ([`stream`]); the demo producer
-//! ([`simulate`]); the JSON API ([`orders`]); operations ([`health`], [`metrics`]); and the
-//! wiring of all of it into one axum [`router`].
+//! ([`hub`]), published and followed ([`event_log`]), framed ([`sse`]) and streamed
+//! ([`stream`]); the demo producer ([`simulate`]); the JSON API ([`orders`]); who may do what
+//! ([`auth`]); operations ([`health`], [`metrics`]); and the wiring of all of it into one axum
+//! [`router`]. Each module that answers requests owns its routes and says there which
+//! guards they have.
 pub mod auth;
 pub mod config;
 pub mod error;
@@ -12,6 +14,7 @@ pub mod hub;
 pub mod metrics;
 pub mod orders;
 pub mod simulate;
+pub mod sse;
 pub mod store;
 pub mod stream;
 
@@ -19,19 +22,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, FromRef, Request};
-use axum::middleware::{from_fn, from_fn_with_state, Next};
+use axum::http::{header, HeaderValue};
+use axum::middleware::Next;
 use axum::response::Response;
-use axum::routing::{any, get, post};
+use axum::routing::any;
 use axum::Router;
 use leptos::prelude::LeptosOptions;
 use leptos_axum::{generate_route_list, LeptosRoutes};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 use crate::app::{shell, App};
 use config::Config;
 use error::AppError;
 use event_log::EventLog;
+use hub::Hub;
 use metrics::Metrics;
 use simulate::Simulations;
 use store::{EventStore, SqliteStore, StoreError};
@@ -58,7 +65,7 @@ impl FromRef<AppState> for LeptosOptions {
 /// The parts of [`AppState`].
 pub struct Shared {
     pub leptos_options: LeptosOptions,
-    pub log: EventLog,
+    pub event_log: EventLog,
     pub simulations: Simulations,
     pub config: Arc<Config>,
     /// Cancelled on SIGTERM/SIGINT: open streams end so the server can exit.
@@ -76,7 +83,7 @@ impl AppState {
             keepalive_tick(Duration::from_secs(config.keepalive_secs), shutdown.clone());
         Ok(Self(Arc::new(Shared {
             leptos_options,
-            log: EventLog::new(store, Arc::new(Metrics::default())),
+            event_log: EventLog::new(store, Hub::default(), Arc::new(Metrics::default())),
             simulations: Simulations::default(),
             config: Arc::new(config),
             shutdown,
@@ -104,42 +111,44 @@ fn keepalive_tick(period: Duration, shutdown: CancellationToken) -> watch::Recei
 /// How long an ordinary request may take; streams and waiting simulations are exempt.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Middleware: answers `408` when the request takes longer than [`REQUEST_TIMEOUT`]. Modules
+/// put it on the routes that must end soon.
+pub async fn with_timeout(request: Request, next: Next) -> Result<Response, AppError> {
+    tokio::time::timeout(REQUEST_TIMEOUT, next.run(request))
+        .await
+        .map_err(|_| AppError::Timeout)
+}
+
 /// The whole application: pages, server functions, streams, the API and operations routes.
 pub fn router(state: AppState) -> Router {
-    // Publishing: behind the admin token when one is configured.
-    let publishing = Router::new()
-        .route("/api/orders", post(orders::create))
-        .route("/api/orders/{id}/status", post(orders::advance))
-        .route_layer(from_fn(with_timeout))
-        // Runs as long as its simulation when asked to wait, so it has no timeout.
-        .route("/orders/{id}/simulate", post(simulate::simulate))
-        .route_layer(from_fn_with_state(state.clone(), auth::require_admin));
-    let reading = Router::new()
-        .route("/api/orders", get(orders::list))
-        .route("/api/orders/{id}", get(orders::get))
-        .route("/healthz", get(health::healthz))
-        .route("/metrics", get(health::metrics))
-        .route("/api/{*rest}", any(|| async { AppError::NoRoute }))
-        .route_layer(from_fn(with_timeout))
-        // Long-lived by design: never under the timeout.
-        .route("/orders/{id}/stream", get(stream::stream));
-    let routes = generate_route_list(App);
+    let pages = generate_route_list(App);
     Router::new()
-        .merge(publishing)
-        .merge(reading)
+        .merge(orders::routes())
+        .merge(simulate::routes())
+        .merge(stream::routes())
+        .merge(health::routes())
+        .route("/api/{*rest}", any(|| async { AppError::NoRoute }))
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(orders::MAX_BODY_BYTES))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
-        .leptos_routes(&state, routes, {
+        .leptos_routes(&state, pages, {
             let options = state.leptos_options.clone();
             move || shell(options.clone())
         })
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
+        // Static values, so they cost a header insert per response and nothing per event.
+        // Pages add their Content-Security-Policy themselves: it carries a per-response nonce.
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ))
+        // Failures are logged where their cause is known (AppError); here only at debug.
+        .layer(
+            TraceLayer::new_for_http()
+                .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
+        )
         .with_state(state)
-}
-
-async fn with_timeout(request: Request, next: Next) -> Result<Response, AppError> {
-    tokio::time::timeout(REQUEST_TIMEOUT, next.run(request))
-        .await
-        .map_err(|_| AppError::Timeout)
 }

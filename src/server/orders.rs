@@ -1,25 +1,41 @@
 //! The JSON API under `/api/orders`: create, list recent, get one, advance its status.
+//! Creating, listing and advancing need the admin token when one is set ([`Admin`]): a list
+//! of ids is a list of capabilities. Reading one order needs only its id.
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::routing::{get, post};
+use axum::{Json, Router};
 use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::domain::{Order, OrderStatus};
+use crate::server::auth::Admin;
 use crate::server::error::AppError;
-use crate::server::extract::{Body, Expected, OrderId, Params};
-use crate::server::AppState;
+use crate::server::extract::{Expected, JsonBody, OrderId, Params};
+use crate::server::{with_timeout, AppState};
 
 pub const DEFAULT_LIMIT: u32 = 20;
 pub const MAX_LIMIT: u32 = 100;
 /// Largest request body the API reads.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
+/// The API's routes, each under the ordinary request timeout.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/orders", get(list).post(create))
+        .route("/api/orders/{id}", get(get_one))
+        .route("/api/orders/{id}/status", post(advance))
+        .route_layer(axum::middleware::from_fn(with_timeout))
+}
+
 /// `POST /api/orders`: a new order, `Created`.
-pub async fn create(State(state): State<AppState>) -> Result<Response, AppError> {
+pub async fn create(_: Admin, State(state): State<AppState>) -> Result<Response, AppError> {
     let order_id = Uuid::new_v4();
-    let created = state.log.publish(order_id, OrderStatus::Created).await?;
+    let created = state
+        .event_log
+        .publish(order_id, OrderStatus::Created)
+        .await?;
     // The new order is its one event: no need to read it back from the store.
     let order = Order::from_events(vec![created]).ok_or(AppError::OrderNotFound)?;
     Ok((
@@ -42,6 +58,7 @@ impl Expected for ListQuery {
 
 /// `GET /api/orders?limit=N`: the most recent orders, newest first.
 pub async fn list(
+    _: Admin,
     State(state): State<AppState>,
     Params(query): Params<ListQuery>,
 ) -> Result<Response, AppError> {
@@ -49,16 +66,16 @@ pub async fn list(
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(AppError::BadRequest(ListQuery::EXPECTED.to_owned()));
     }
-    Ok(Json(state.log.recent(limit).await?).into_response())
+    Ok(Json(state.event_log.recent(limit).await?).into_response())
 }
 
 /// `GET /api/orders/{id}`: the order with its events.
-pub async fn get(
+pub async fn get_one(
     State(state): State<AppState>,
     OrderId(order_id): OrderId,
 ) -> Result<Response, AppError> {
     let order = state
-        .log
+        .event_log
         .order(order_id)
         .await?
         .ok_or(AppError::OrderNotFound)?;
@@ -76,14 +93,15 @@ impl Expected for AdvanceBody {
 
 /// `POST /api/orders/{id}/status` with `{"status":"Packed"}`: the new event.
 pub async fn advance(
+    _: Admin,
     State(state): State<AppState>,
     OrderId(order_id): OrderId,
-    Body(body): Body<AdvanceBody>,
+    JsonBody(body): JsonBody<AdvanceBody>,
 ) -> Result<Response, AppError> {
     let status: OrderStatus = body.status.parse()?;
-    if state.log.order(order_id).await?.is_none() {
+    if state.event_log.order(order_id).await?.is_none() {
         return Err(AppError::OrderNotFound);
     }
-    let event = state.log.publish(order_id, status).await?;
+    let event = state.event_log.publish(order_id, status).await?;
     Ok(Json(event).into_response())
 }

@@ -1,6 +1,6 @@
 //! `POST /orders/{id}/simulate`: the seed's demo producer. Creates the order if needed, then
 //! publishes each remaining status `interval_ms` apart, in a task of the server's own that
-//! outlives the request.
+//! outlives the request. It publishes, so it needs the admin token when one is set.
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -8,11 +8,13 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::routing::post;
+use axum::{Json, Router};
 use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::domain::OrderStatus;
+use crate::server::auth::Admin;
 use crate::server::error::AppError;
 use crate::server::event_log::EventLog;
 use crate::server::extract::{Expected, OrderId, Params};
@@ -49,7 +51,7 @@ impl Simulations {
 
     /// Starts simulating the order: creates it if needed (stored before this returns), then
     /// publishes its remaining statuses in a background task. Errors: `SimulationRunning`,
-    /// `AlreadyDelivered`, or a store failure.
+    /// `OrderDelivered`, or a store failure.
     pub async fn start(
         &self,
         log: &EventLog,
@@ -59,7 +61,7 @@ impl Simulations {
         let claim = self.claim(order_id).ok_or(AppError::SimulationRunning)?;
         let status = log.ensure_created(order_id).await?;
         if status.is_final() {
-            return Err(AppError::AlreadyDelivered);
+            return Err(AppError::OrderDelivered);
         }
         let log = log.clone();
         Ok(tokio::spawn(async move {
@@ -116,7 +118,14 @@ struct Started {
     stream: String,
 }
 
+/// The simulator's route: with `wait=true` it runs as long as its simulation, so it is under
+/// no timeout.
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/orders/{id}/simulate", post(simulate))
+}
+
 pub async fn simulate(
+    _: Admin,
     State(state): State<AppState>,
     OrderId(order_id): OrderId,
     Params(query): Params<SimulateQuery>,
@@ -127,7 +136,11 @@ pub async fn simulate(
     }
     let task = state
         .simulations
-        .start(&state.log, order_id, Duration::from_millis(interval_ms))
+        .start(
+            &state.event_log,
+            order_id,
+            Duration::from_millis(interval_ms),
+        )
         .await?;
     if query.wait.unwrap_or(false) {
         task.await.map_err(AppError::internal)?;

@@ -1,35 +1,29 @@
 //! `GET /orders/{id}/stream`: the order's stored events after the resume point, then its live
 //! events, as Server-Sent Events; ends after `Delivered`. The order of events (no gap, no
-//! duplicate) is [`EventLog::follow`](crate::server::event_log::EventLog::follow)'s job; this
-//! module owns the wire format, the resume point, keep-alives and ending the response.
+//! duplicate) is [`EventLog::follow`](crate::server::event_log::EventLog::follow)'s job and
+//! the frames are [`sse`]'s; this module owns the HTTP side: the resume point, the stream
+//! limit, keep-alives and ending the response. Its route is long-lived by design, so it is
+//! under no timeout.
 use std::convert::Infallible;
-use std::sync::atomic::Ordering;
 
 use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
 use bytes::Bytes;
 use serde::Deserialize;
 
-use crate::domain::{EventId, OrderEvent};
+use crate::domain::EventId;
 use crate::server::error::AppError;
-use crate::server::event_log::Next;
+use crate::server::event_log::Followed;
 use crate::server::extract::OrderId;
-use crate::server::AppState;
+use crate::server::{sse, AppState};
 
-/// The reconnection delay we ask EventSource to use, in milliseconds.
-pub const RETRY_MS: u32 = 3000;
-const RETRY_FRAME: &[u8] = b"retry: 3000\n\n";
-const KEEPALIVE_FRAME: &[u8] = b": keep-alive\n\n";
-
-/// Encodes one event as its SSE frame.
-pub fn encode_event(event: &OrderEvent) -> Bytes {
-    let data = serde_json::to_string(&event.update).expect("an update always serialises");
-    Bytes::from(format!(
-        "id: {}\nevent: order-update\ndata: {data}\n\n",
-        event.id
-    ))
+/// The stream's route: public (an order id is its capability), never under a timeout.
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/orders/{id}/stream", get(stream))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -66,13 +60,12 @@ pub async fn stream(
     let query = query.map(|Query(q)| q).unwrap_or_default();
     let resume = resume_point(&headers, &query).flatten();
 
-    let log = state.log.clone();
-    let metrics = log.metrics().clone();
+    let metrics = state.event_log.metrics().clone();
     let open = metrics
         .open_stream(state.config.max_streams)
         .ok_or(AppError::TooManyStreams)?;
 
-    let mut follower = log.follow(order_id, resume).await?;
+    let mut follower = state.event_log.follow(order_id, resume).await?;
     if follower.resumed_at_end() {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
@@ -81,7 +74,7 @@ pub async fn stream(
     let mut keepalive = state.keepalive.clone();
     let body = async_stream::stream! {
         let _open = open;
-        yield Ok::<_, Infallible>(Bytes::from_static(RETRY_FRAME));
+        yield Ok::<_, Infallible>(sse::RETRY_FRAME.clone());
         loop {
             enum Step {
                 Send(Bytes),
@@ -92,12 +85,12 @@ pub async fn stream(
                 biased;
                 _ = shutdown.cancelled() => Step::End,
                 next = follower.next() => match next {
-                    Next::Event(delivery) => Step::Send(delivery.frame.clone()),
-                    Next::Lagged => {
-                        metrics.slow_subscribers_dropped.fetch_add(1, Ordering::Relaxed);
+                    Followed::Event(delivery) => Step::Send(delivery.frame.clone()),
+                    Followed::Lagged => {
+                        metrics.slow_subscribers_dropped.inc();
                         Step::End
                     }
-                    Next::End | Next::Failed => Step::End,
+                    Followed::End | Followed::Failed => Step::End,
                 },
                 changed = keepalive.changed() => match changed {
                     Ok(()) => Step::KeepAlive,
@@ -106,9 +99,9 @@ pub async fn stream(
             };
             match step {
                 Step::End => break,
-                Step::KeepAlive => yield Ok(Bytes::from_static(KEEPALIVE_FRAME)),
+                Step::KeepAlive => yield Ok(sse::KEEPALIVE_FRAME),
                 Step::Send(frame) => {
-                    metrics.events_delivered.fetch_add(1, Ordering::Relaxed);
+                    metrics.events_delivered.inc();
                     yield Ok(frame);
                 }
             }

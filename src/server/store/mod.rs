@@ -1,5 +1,6 @@
-//! Where events are stored: the durable log behind a small trait, so that another backend can
-//! stand in for SQLite. The store is the source of truth; the hub only fans out what it holds.
+//! Where events are stored: the durable log behind a small trait. The store is the source of
+//! truth; the hub only fans out what it holds. Nothing here names a driver: each backend turns
+//! its own errors into a [`StoreError`].
 mod sqlite;
 
 pub use sqlite::SqliteStore;
@@ -14,9 +15,18 @@ pub enum StoreError {
     /// The update's status is not the order's next one (a duplicate, a skip, or after Delivered).
     #[error(transparent)]
     Conflict(#[from] TransitionError),
-    /// The backend failed.
+    /// The backend failed: unreachable, refused the request, or returned something unreadable.
     #[error("store: {0}")]
-    Backend(#[from] sqlx::Error),
+    Backend(#[source] BoxError),
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl StoreError {
+    /// A backend failure with its cause (a driver's error, or a sentence).
+    pub fn backend(cause: impl Into<BoxError>) -> Self {
+        StoreError::Backend(cause.into())
+    }
 }
 
 #[async_trait]

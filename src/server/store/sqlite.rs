@@ -56,8 +56,7 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(5));
         if let Some(folder) = Path::new(options.get_filename()).parent() {
             if !folder.as_os_str().is_empty() {
-                std::fs::create_dir_all(folder)
-                    .map_err(|err| StoreError::Backend(sqlx::Error::Io(err)))?;
+                std::fs::create_dir_all(folder).map_err(StoreError::backend)?;
             }
         }
         let pool = SqlitePoolOptions::new()
@@ -67,7 +66,7 @@ impl SqliteStore {
         sqlx::migrate!("./migrations")
             .run(&pool)
             .await
-            .map_err(|err| StoreError::Backend(err.into()))?;
+            .map_err(StoreError::backend)?;
         let (writer, appends) = mpsc::channel(MAX_BATCH * 4);
         tokio::spawn(write_appends(pool.clone(), appends));
         Ok(Self { pool, writer })
@@ -85,11 +84,12 @@ async fn write_appends(pool: SqlitePool, mut appends: mpsc::Receiver<Append>) {
                     let _ = append.done.send(outcome);
                 }
             }
+            // Each publisher is told, and whoever answers it logs the cause once.
             Err(err) => {
-                tracing::error!(error = %err, appends = batch.len(), "committing appends failed");
+                let appends = batch.len();
                 for append in batch.drain(..) {
-                    let cause = sqlx::Error::Protocol(format!("commit failed: {err}"));
-                    let _ = append.done.send(Err(StoreError::Backend(cause)));
+                    let cause = format!("committing {appends} appends together failed: {err}");
+                    let _ = append.done.send(Err(StoreError::backend(cause)));
                 }
             }
         }
@@ -166,7 +166,13 @@ fn time_from_db(ms: i64) -> DateTime<Utc> {
 }
 
 fn decode_error(what: &str) -> StoreError {
-    StoreError::Backend(sqlx::Error::Protocol(format!("corrupt row: {what}")))
+    StoreError::backend(format!("corrupt row: {what}"))
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        StoreError::backend(err)
+    }
 }
 
 fn event_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<OrderEvent, StoreError> {
@@ -187,8 +193,7 @@ impl EventStore for SqliteStore {
         // UNIQUE and the trigger decide inside the database, so two writers can never both
         // store the same status, nor skip one, whatever the code around them does.
         let (done, outcome) = oneshot::channel();
-        let stopped =
-            || StoreError::Backend(sqlx::Error::Protocol("the writer has stopped".into()));
+        let stopped = || StoreError::backend("the SQLite writer task has stopped");
         self.writer
             .send(Append {
                 update: update.clone(),

@@ -1,0 +1,58 @@
+//! The server side of pages: what their server functions and the HTML shell share. Every
+//! error a page shows is logged here, once, with its cause; the reader gets a sentence.
+use std::fmt::Display;
+
+use axum::http::{header, HeaderValue, StatusCode};
+use leptos::prelude::*;
+use leptos_axum::ResponseOptions;
+
+use crate::server::AppState;
+
+/// The app's state, as the server provides it to every page and server function.
+pub fn app_state() -> Result<AppState, ServerFnError> {
+    use_context::<AppState>().ok_or_else(|| {
+        tracing::error!("a server function ran without the app state in its context");
+        ServerFnError::new("The server is not ready; try again in a moment.")
+    })
+}
+
+/// Sets the status code of the response being rendered.
+pub fn set_status(status: StatusCode) {
+    if let Some(response) = use_context::<ResponseOptions>() {
+        response.set_status(status);
+    }
+}
+
+/// Logs `cause` (what failed while `doing` something) and gives the reader `sentence`.
+pub fn failed(doing: &str, cause: impl Display, sentence: &str) -> ServerFnError {
+    tracing::error!(error = %cause, "{doing}");
+    ServerFnError::new(sentence)
+}
+
+/// The headers that keep an HTML document and its capability URL to itself:
+/// - `Content-Security-Policy`: scripts only from this site, the inline hydration script only
+///   with this response's nonce (Leptos adds it), WebAssembly allowed to compile, styles and
+///   images and connections only to this site, no plugins, no `<base>` rewriting, forms
+///   posting only here, and `frame-ancestors 'none'`: no other site may frame the page (and
+///   click through it).
+///
+/// `X-Content-Type-Options` and `Referrer-Policy` go on every response (see `server::router`).
+pub fn secure_document(options: &LeptosOptions) {
+    let (Some(nonce), Some(response)) = (use_nonce(), use_context::<ResponseOptions>()) else {
+        return;
+    };
+    // `cargo leptos watch` injects a live-reload script that talks to its own port.
+    let reload = if std::env::var_os("LEPTOS_WATCH").is_some() {
+        format!(" ws://*:{}", options.reload_port)
+    } else {
+        String::new()
+    };
+    let policy = format!(
+        "default-src 'self'; script-src 'self' 'nonce-{nonce}' 'wasm-unsafe-eval'; \
+         style-src 'self'; img-src 'self' data:; connect-src 'self'{reload}; \
+         object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    );
+    if let Ok(value) = HeaderValue::from_str(&policy) {
+        response.insert_header(header::CONTENT_SECURITY_POLICY, value);
+    }
+}

@@ -1,0 +1,58 @@
+//! The Server-Sent Events wire format: the frames a stream is made of, as bytes. It knows
+//! nothing of HTTP, of subscribers or of the store, so that both the hub (which shares one
+//! encoded frame among every subscriber) and the stream handler (which writes them) sit above it.
+use std::sync::LazyLock;
+
+use bytes::Bytes;
+
+use crate::domain::{OrderEvent, RETRY_MS};
+
+/// The name of every event frame (`event: order-update`), as the seed named it.
+pub const EVENT_NAME: &str = "order-update";
+
+/// The first frame of every stream: how long EventSource waits before reconnecting.
+pub static RETRY_FRAME: LazyLock<Bytes> =
+    LazyLock::new(|| Bytes::from(format!("retry: {RETRY_MS}\n\n")));
+
+/// A comment frame sent on a quiet stream so that proxies and clients keep it open.
+pub const KEEPALIVE_FRAME: Bytes = Bytes::from_static(b": keep-alive\n\n");
+
+/// One event as its frame: `id`, `event` and `data` lines, then a blank line.
+pub fn event_frame(event: &OrderEvent) -> Bytes {
+    // An update is a UUID, a status name and a timestamp: it cannot fail to serialise, and
+    // none of them can hold a newline that would break the frame.
+    let data = serde_json::to_string(&event.update).expect("an update always serialises");
+    Bytes::from(format!(
+        "id: {}\nevent: {EVENT_NAME}\ndata: {data}\n\n",
+        event.id
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{EventId, OrderStatus, OrderStatusUpdate};
+
+    #[test]
+    fn an_event_frame_is_id_event_and_data_lines_then_a_blank_line() {
+        let at = chrono::DateTime::from_timestamp_millis(1_795_000_000_123).unwrap();
+        let event = OrderEvent {
+            id: EventId(7),
+            update: OrderStatusUpdate::new(uuid::Uuid::nil(), OrderStatus::Packed, at),
+        };
+        let frame = event_frame(&event);
+        assert_eq!(
+            std::str::from_utf8(&frame).unwrap(),
+            format!(
+                "id: 7\nevent: order-update\ndata: {}\n\n",
+                serde_json::to_string(&event.update).unwrap()
+            )
+        );
+    }
+
+    #[test]
+    fn the_retry_frame_carries_the_shared_delay() {
+        assert_eq!(&RETRY_FRAME[..], b"retry: 3000\n\n");
+        assert_eq!(&KEEPALIVE_FRAME[..], b": keep-alive\n\n");
+    }
+}
