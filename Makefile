@@ -31,8 +31,10 @@ test:
 	$(MAKE) --no-print-directory test-e2e
 	$(MAKE) --no-print-directory bench-smoke
 
+# Inside a throw-away Postgres cluster (Debian's pg_virtualenv; works as root): the store and
+# cluster tests run on it as well as on SQLite. Redis servers are started by the tests.
 test-rust:
-	RUSTFLAGS="$(TEST_RUSTFLAGS)" cargo test --features ssr
+	RUSTFLAGS="$(TEST_RUSTFLAGS)" pg_virtualenv cargo test --features ssr
 
 test-e2e:
 	cargo leptos build

@@ -14,9 +14,15 @@ pub struct Config {
     #[arg(long, env = "LEPTOS_SITE_ADDR")]
     pub site_addr: Option<SocketAddr>,
 
-    /// The embedded store; the file and its folder are created when missing.
+    /// The store: `sqlite://<file>` (embedded; the file and its folder are created when
+    /// missing) or `postgres://user:password@host:port/database`, shared by several instances.
     #[arg(long, env = "DATABASE_URL", default_value = "sqlite://data/orders.db")]
     pub database_url: String,
+
+    /// When set (`redis://host:port`), instances tell each other about new events over Redis
+    /// pub/sub. Unset with a Postgres store: Postgres LISTEN/NOTIFY does it.
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
 
     /// When set, every mutating request needs `Authorization: Bearer <token>`. Unset: demo
     /// mode, open to anyone, with the home page's demo button.

@@ -56,9 +56,9 @@ pub enum AppError {
     /// `MAX_STREAMS` streams are already open; sent with `Retry-After`.
     #[error("too many open streams; retry later")]
     TooManyStreams,
-    /// The store does not answer (health check).
-    #[error("the store is unavailable")]
-    Unavailable,
+    /// The store cannot be reached now; nothing was stored. Logged (at warn) with its cause.
+    #[error("the store is unavailable; nothing was stored, retry later")]
+    Unavailable(#[source] BoxError),
     /// A fault on our side; logged with its cause, never described to the client.
     #[error("internal error")]
     Internal(#[source] BoxError),
@@ -90,7 +90,7 @@ impl AppError {
             AppError::MethodNotAllowed => (S::METHOD_NOT_ALLOWED, "method_not_allowed"),
             AppError::Timeout => (S::REQUEST_TIMEOUT, "timeout"),
             AppError::TooManyStreams => (S::SERVICE_UNAVAILABLE, "too_many_streams"),
-            AppError::Unavailable => (S::SERVICE_UNAVAILABLE, "unavailable"),
+            AppError::Unavailable(_) => (S::SERVICE_UNAVAILABLE, "unavailable"),
             AppError::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -106,6 +106,7 @@ impl From<StoreError> for AppError {
     fn from(err: StoreError) -> Self {
         match err {
             StoreError::Conflict(transition) => AppError::InvalidTransition(transition),
+            err @ StoreError::Unavailable(_) => AppError::Unavailable(err.into()),
             err @ StoreError::Backend(_) => AppError::internal(err),
         }
     }
@@ -119,8 +120,10 @@ struct ErrorBody<'a> {
 
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
-        if let AppError::Internal(cause) = &self {
-            tracing::error!(error = %cause, "internal error");
+        match &self {
+            AppError::Internal(cause) => tracing::error!(error = %cause, "internal error"),
+            AppError::Unavailable(cause) => tracing::warn!(error = %cause, "store unavailable"),
+            _ => {}
         }
         let (status, code) = self.status_and_code();
         let body = ErrorBody {
@@ -129,7 +132,7 @@ impl IntoResponse for AppError {
         };
         let mut response = (status, Json(body)).into_response();
         let extra = match self {
-            AppError::TooManyStreams => Some((header::RETRY_AFTER, "5")),
+            AppError::TooManyStreams | AppError::Unavailable(_) => Some((header::RETRY_AFTER, "5")),
             AppError::Unauthorized => Some((header::WWW_AUTHENTICATE, "Bearer")),
             _ => None,
         };

@@ -9,9 +9,8 @@ use uuid::Uuid;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::domain::{EventId, Order, OrderEvent, OrderStatus, OrderStatusUpdate, OrderSummary};
-use crate::server::hub::{Delivery, Hub, Subscription};
+use crate::server::hub::{BusState, Delivery, Hub, Subscription};
 use crate::server::metrics::Metrics;
-use crate::server::sse;
 use crate::server::store::{EventStore, StoreError};
 
 /// An order's events, encoded, oldest first.
@@ -23,24 +22,15 @@ const DELIVERED_CACHE: usize = 10_000;
 #[derive(Clone)]
 pub struct EventLog {
     store: Arc<dyn EventStore>,
-    hub: Hub,
+    hub: Arc<dyn Hub>,
     metrics: Arc<Metrics>,
     /// Histories of delivered orders: final, so they can be served without the store.
     delivered: Arc<Mutex<HashMap<Uuid, History>>>,
 }
 
-/// An event as the hub carries it: encoded once as its SSE frame.
-fn delivery(event: &OrderEvent) -> Arc<Delivery> {
-    Arc::new(Delivery {
-        id: event.id,
-        status: event.status(),
-        frame: sse::event_frame(event),
-    })
-}
-
 impl EventLog {
     /// The log over `store`, fanning out through `hub`.
-    pub fn new(store: Arc<dyn EventStore>, hub: Hub, metrics: Arc<Metrics>) -> Self {
+    pub fn new(store: Arc<dyn EventStore>, hub: Arc<dyn Hub>, metrics: Arc<Metrics>) -> Self {
         Self {
             store,
             hub,
@@ -59,7 +49,7 @@ impl EventLog {
         let update = OrderStatusUpdate::new(order_id, status, Utc::now());
         let event = self.store.append(&update).await?;
         self.metrics.events_published.inc();
-        self.hub.publish(order_id, delivery(&event));
+        self.hub.publish(&event);
         Ok(event)
     }
 
@@ -120,7 +110,10 @@ impl EventLog {
             return Ok(history.clone());
         }
         let events = self.store.events(order_id).await?;
-        let history: History = events.iter().map(delivery).collect();
+        let history: History = events
+            .iter()
+            .map(|event| Arc::new(Delivery::new(event)))
+            .collect();
         if history.last().is_some_and(|last| last.status.is_final()) {
             let mut cache = cache();
             if cache.len() >= DELIVERED_CACHE {
@@ -148,6 +141,11 @@ impl EventLog {
 
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.store.ping().await
+    }
+
+    /// The bus between instances, as `/healthz` reports it.
+    pub fn bus(&self) -> BusState {
+        self.hub.bus()
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -233,6 +231,7 @@ mod tests {
     use async_trait::async_trait;
 
     use super::*;
+    use crate::server::hub::LocalHub;
     use crate::server::store::SqliteStore;
 
     /// Counts how often the events of an order are read from the store.
@@ -250,6 +249,16 @@ mod tests {
             self.reads.fetch_add(1, Ordering::SeqCst);
             self.inner.events(order_id).await
         }
+        async fn events_after(
+            &self,
+            after: Option<EventId>,
+            limit: u32,
+        ) -> Result<Vec<OrderEvent>, StoreError> {
+            self.inner.events_after(after, limit).await
+        }
+        async fn last_id(&self) -> Result<Option<EventId>, StoreError> {
+            self.inner.last_id().await
+        }
         async fn recent(&self, limit: u32) -> Result<Vec<OrderSummary>, StoreError> {
             self.inner.recent(limit).await
         }
@@ -262,7 +271,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}/orders.db", dir.path().display());
         let store = Arc::new(SqliteStore::open(&url).await.unwrap());
-        (dir, EventLog::new(store, Hub::default(), Arc::default()))
+        (
+            dir,
+            EventLog::new(store, Arc::new(LocalHub::default()), Arc::default()),
+        )
     }
 
     /// Follows until the end; returns the statuses handed out.
@@ -344,7 +356,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}/orders.db", dir.path().display());
         let store = Arc::new(SqliteStore::open(&url).await.unwrap());
-        let log = EventLog::new(store.clone(), Hub::default(), Arc::default());
+        let log = EventLog::new(store.clone(), Arc::new(LocalHub::default()), Arc::default());
         let order = Uuid::new_v4();
         log.publish(order, OrderStatus::Created).await.unwrap();
         let mut follower = log.follow(order, None).await.unwrap();
@@ -356,7 +368,7 @@ mod tests {
             .await
             .unwrap();
         let packed = store.append(&update(OrderStatus::Packed)).await.unwrap();
-        log.hub.publish(order, delivery(&packed));
+        log.hub.publish(&packed);
         let mut seen = Vec::new();
         for _ in 0..3 {
             let next = tokio::time::timeout(std::time::Duration::from_secs(5), follower.next());
@@ -386,7 +398,7 @@ mod tests {
             inner: SqliteStore::open(&url).await.unwrap(),
             reads: AtomicUsize::new(0),
         });
-        let log = EventLog::new(store.clone(), Hub::default(), Arc::default());
+        let log = EventLog::new(store.clone(), Arc::new(LocalHub::default()), Arc::default());
         let order = Uuid::new_v4();
         for status in &OrderStatus::ALL[..5] {
             log.publish(order, *status).await.unwrap();
@@ -404,7 +416,7 @@ mod tests {
         let stored = store.inner.events(order).await.unwrap();
         for (delivery, event) in first.iter().zip(&stored) {
             assert_eq!(delivery.id, event.id);
-            assert_eq!(delivery.frame, sse::event_frame(event));
+            assert_eq!(delivery.frame, crate::server::sse::event_frame(event));
         }
     }
 }

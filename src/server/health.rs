@@ -1,11 +1,12 @@
 //! `GET /healthz` and `GET /metrics`: how the process is doing, for its operator.
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use axum::Router;
+use axum::{Json, Router};
+use serde::Serialize;
 
-use crate::server::error::AppError;
+use crate::server::hub::BusState;
 use crate::server::{with_timeout, AppState};
 
 /// Public, each under the ordinary request timeout.
@@ -16,15 +17,48 @@ pub fn routes() -> Router<AppState> {
         .route_layer(axum::middleware::from_fn(with_timeout))
 }
 
-/// `200 ok` when the store answers, `503` otherwise.
-pub async fn healthz(State(state): State<AppState>) -> Result<&'static str, AppError> {
-    match state.event_log.ping().await {
-        Ok(()) => Ok("ok"),
+/// What `/healthz` answers: `{"status", "store", "bus"}`.
+#[derive(Debug, Serialize)]
+pub struct Health {
+    /// `ok`; `degraded` when only the bus is down (streams still work and catch up through
+    /// the store); `down` when the store does not answer.
+    pub status: &'static str,
+    pub store: &'static str,
+    /// `ok`, `down`, or `none` for a single instance.
+    pub bus: &'static str,
+}
+
+/// `200` while the store answers (`ok`, or `degraded` when only the bus is down), `503` when
+/// it does not.
+pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
+    let store_up = match state.event_log.ping().await {
+        Ok(()) => true,
         Err(err) => {
-            tracing::warn!(error = %err, "health check failed");
-            Err(AppError::Unavailable)
+            // A health check that fails is the answer, not an error of ours: logged at warn.
+            tracing::warn!(error = %err, "health check: the store does not answer");
+            false
         }
-    }
+    };
+    let bus = state.event_log.bus();
+    let health = Health {
+        status: match (store_up, bus) {
+            (false, _) => "down",
+            (true, BusState::Disconnected) => "degraded",
+            (true, _) => "ok",
+        },
+        store: if store_up { "ok" } else { "down" },
+        bus: match bus {
+            BusState::None => "none",
+            BusState::Connected => "ok",
+            BusState::Disconnected => "down",
+        },
+    };
+    let status = if store_up {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(health))
 }
 
 /// Prometheus text format.

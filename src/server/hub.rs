@@ -2,10 +2,14 @@
 //! subscribers, created by the first subscriber and removed with the last. Every subscriber
 //! of an order gets every event; nothing is kept for orders nobody watches (the store has it).
 //!
-//! The hub carries deliveries, each an already encoded frame with the id and status the
-//! follower orders them by; it never encodes or decodes anything and knows nothing of HTTP.
-//! Its map sits behind a std `Mutex`, not tokio's: every critical section is a map lookup
-//! or insert that never awaits, so an async lock would only add cost.
+//! The hub carries deliveries: an event encoded once as its frame ([`sse`]), shared by every
+//! subscriber, with the id and status followers order them by. It knows nothing of HTTP.
+//!
+//! [`Hub`] is the seam between one instance and several: [`LocalHub`] hands an event to this
+//! instance's subscribers; the bus-backed hub ([`crate::server::bus::BusHub`]) wraps a local
+//! one and also tells the other instances, and hears theirs. The local map sits behind a std
+//! `Mutex`, not tokio's: every critical section is a map lookup or insert that never awaits,
+//! so an async lock would only add cost.
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -13,7 +17,8 @@ use bytes::Bytes;
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
-use crate::domain::{EventId, OrderStatus};
+use crate::domain::{EventId, OrderEvent, OrderStatus};
+use crate::server::sse;
 
 /// How many events a subscriber may fall behind before it is dropped. An order has at most
 /// six events, so only a subscriber whose connection stalls can ever reach it.
@@ -28,14 +33,59 @@ pub struct Delivery {
     pub frame: Bytes,
 }
 
+impl Delivery {
+    pub fn new(event: &OrderEvent) -> Self {
+        Self {
+            id: event.id,
+            status: event.status(),
+            frame: sse::event_frame(event),
+        }
+    }
+}
+
+/// What `/healthz` and `/metrics` say of the bus between instances.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BusState {
+    /// One instance: no bus is configured.
+    None,
+    Connected,
+    /// Configured but not connected now: events still arrive, through the periodic catch-up.
+    Disconnected,
+}
+
+/// Where committed events are fanned out to the streams that follow them.
+pub trait Hub: Send + Sync + 'static {
+    /// Starts receiving every event of `order_id` that reaches this instance from now on.
+    fn subscribe(&self, order_id: Uuid) -> Subscription;
+
+    /// Fans out an event this instance has just committed.
+    fn publish(&self, event: &OrderEvent);
+
+    /// The bus between instances, if any.
+    fn bus(&self) -> BusState {
+        BusState::None
+    }
+}
+
 type Channels = HashMap<Uuid, broadcast::Sender<Arc<Delivery>>>;
 
+/// The hub of one instance: a bounded broadcast channel per watched order.
 #[derive(Clone, Default)]
-pub struct Hub {
+pub struct LocalHub {
     channels: Arc<Mutex<Channels>>,
 }
 
-impl Hub {
+impl Hub for LocalHub {
+    fn subscribe(&self, order_id: Uuid) -> Subscription {
+        LocalHub::subscribe(self, order_id)
+    }
+
+    fn publish(&self, event: &OrderEvent) {
+        self.deliver(event.update.order_id, Arc::new(Delivery::new(event)));
+    }
+}
+
+impl LocalHub {
     fn channels(&self) -> std::sync::MutexGuard<'_, Channels> {
         // The map stays consistent even if a holder panicked: every change is one call.
         self.channels.lock().unwrap_or_else(PoisonError::into_inner)
@@ -56,7 +106,7 @@ impl Hub {
     }
 
     /// Hands `delivery` to every current subscriber of its order; returns how many.
-    pub fn publish(&self, order_id: Uuid, delivery: Arc<Delivery>) -> usize {
+    pub fn deliver(&self, order_id: Uuid, delivery: Arc<Delivery>) -> usize {
         match self.channels().get(&order_id) {
             Some(sender) => sender.send(delivery).unwrap_or(0),
             None => 0,
@@ -73,7 +123,7 @@ impl Hub {
 pub struct Subscription {
     receiver: broadcast::Receiver<Arc<Delivery>>,
     order_id: Uuid,
-    hub: Hub,
+    hub: LocalHub,
 }
 
 impl Subscription {
@@ -110,17 +160,17 @@ mod tests {
 
     #[tokio::test]
     async fn every_subscriber_of_an_order_gets_every_event() {
-        let hub = Hub::default();
+        let hub = LocalHub::default();
         let order = Uuid::new_v4();
         let mut first = hub.subscribe(order);
         let mut second = hub.subscribe(order);
         let mut other = hub.subscribe(Uuid::new_v4());
         assert_eq!(
-            hub.publish(order, delivery(order, 1, OrderStatus::Created)),
+            hub.deliver(order, delivery(order, 1, OrderStatus::Created)),
             2
         );
         assert_eq!(
-            hub.publish(order, delivery(order, 2, OrderStatus::PaymentConfirmed)),
+            hub.deliver(order, delivery(order, 2, OrderStatus::PaymentConfirmed)),
             2
         );
         for sub in [&mut first, &mut second] {
@@ -132,7 +182,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_last_subscriber_leaving_frees_the_channel() {
-        let hub = Hub::default();
+        let hub = LocalHub::default();
         let order = Uuid::new_v4();
         let first = hub.subscribe(order);
         let second = hub.subscribe(order);
@@ -142,18 +192,18 @@ mod tests {
         drop(second);
         assert_eq!(hub.watched_orders(), 0);
         assert_eq!(
-            hub.publish(order, delivery(order, 1, OrderStatus::Created)),
+            hub.deliver(order, delivery(order, 1, OrderStatus::Created)),
             0
         );
     }
 
     #[tokio::test]
     async fn a_subscriber_that_falls_behind_is_told_rather_than_buffered() {
-        let hub = Hub::default();
+        let hub = LocalHub::default();
         let order = Uuid::new_v4();
         let mut slow = hub.subscribe(order);
         for id in 0..(SUBSCRIBER_BUFFER as i64 + 1) {
-            hub.publish(order, delivery(order, id, OrderStatus::Created));
+            hub.deliver(order, delivery(order, id, OrderStatus::Created));
         }
         assert!(matches!(slow.recv().await, Err(RecvError::Lagged(1))));
     }

@@ -12,10 +12,27 @@ pub struct Metrics {
     pub events_published: IntCounter,
     pub events_delivered: IntCounter,
     pub slow_subscribers_dropped: IntCounter,
+    /// Only with a bus between instances.
+    pub bus: Option<BusMetrics>,
+}
+
+/// How the bus between instances is doing.
+#[derive(Debug)]
+pub struct BusMetrics {
+    pub connected: IntGauge,
+    pub catch_up_reads: IntCounter,
+    pub events_recovered: IntCounter,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
+        Self::new(false)
+    }
+}
+
+impl Metrics {
+    /// The counters of one instance, and of its bus when it has one.
+    pub fn new(with_bus: bool) -> Self {
         let registry = Registry::new();
         let open_streams = IntGauge::new("order_tracking_open_streams", "SSE streams open now.")
             .expect("a valid metric name");
@@ -44,12 +61,40 @@ impl Default for Metrics {
             // Each name is registered once, on a registry of our own.
             registry.register(collector).expect("distinct metric names");
         }
+        let bus = with_bus.then(|| {
+            let bus = BusMetrics {
+                connected: IntGauge::new(
+                    "order_tracking_bus_connected",
+                    "1 while this instance is connected to the bus between instances, else 0.",
+                )
+                .expect("a valid metric name"),
+                catch_up_reads: IntCounter::new(
+                    "order_tracking_bus_catch_up_reads_total",
+                    "Reads of the store for events the bus may have missed.",
+                )
+                .expect("a valid metric name"),
+                events_recovered: IntCounter::new(
+                    "order_tracking_bus_events_recovered_total",
+                    "Events this instance learnt from the store rather than the bus.",
+                )
+                .expect("a valid metric name"),
+            };
+            for collector in [
+                Box::new(bus.connected.clone()) as Box<dyn prometheus::core::Collector>,
+                Box::new(bus.catch_up_reads.clone()),
+                Box::new(bus.events_recovered.clone()),
+            ] {
+                registry.register(collector).expect("distinct metric names");
+            }
+            bus
+        });
         Self {
             registry,
             open_streams,
             events_published,
             events_delivered,
             slow_subscribers_dropped,
+            bus,
         }
     }
 }

@@ -5,6 +5,7 @@
 //! [`router`]. Each module that answers requests owns its routes and says there which
 //! guards they have.
 pub mod auth;
+pub mod bus;
 pub mod config;
 pub mod error;
 pub mod event_log;
@@ -38,10 +39,10 @@ use crate::app::{shell, App};
 use config::Config;
 use error::AppError;
 use event_log::EventLog;
-use hub::Hub;
+use hub::{Hub, LocalHub};
 use metrics::Metrics;
 use simulate::Simulations;
-use store::{EventStore, SqliteStore, StoreError};
+use store::StoreError;
 
 /// What every handler and server function can reach. Cloned for every request, so it is one
 /// `Arc` (a clone of the parts themselves showed up in profiles).
@@ -75,15 +76,25 @@ pub struct Shared {
 }
 
 impl AppState {
-    /// Opens the store named by `config` and starts the shared keep-alive tick.
+    /// Opens the store named by `config`, connects the bus between instances when there is
+    /// one, and starts the shared keep-alive tick.
     pub async fn open(leptos_options: LeptosOptions, config: Config) -> Result<Self, StoreError> {
-        let store: Arc<dyn EventStore> = Arc::new(SqliteStore::open(&config.database_url).await?);
+        let store = store::open(&config.database_url).await?;
         let shutdown = CancellationToken::new();
+        let bus = bus::from_config(config.redis_url.as_deref(), &config.database_url)
+            .map_err(StoreError::backend)?;
+        let metrics = Arc::new(Metrics::new(bus.is_some()));
+        let hub: Arc<dyn Hub> = match bus {
+            Some(bus) => {
+                bus::BusHub::start(bus, store.clone(), metrics.clone(), shutdown.clone()).await?
+            }
+            None => Arc::new(LocalHub::default()),
+        };
         let keepalive =
             keepalive_tick(Duration::from_secs(config.keepalive_secs), shutdown.clone());
         Ok(Self(Arc::new(Shared {
             leptos_options,
-            event_log: EventLog::new(store, Hub::default(), Arc::new(Metrics::default())),
+            event_log: EventLog::new(store, hub, metrics),
             simulations: Simulations::default(),
             config: Arc::new(config),
             shutdown,

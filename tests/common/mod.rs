@@ -22,6 +22,7 @@ pub fn config(database_url: String) -> Config {
         log_filter: "warn".into(),
         database_url,
         admin_token: None,
+        redis_url: None,
         max_streams: 10_000,
         keepalive_secs: 15,
     }
@@ -342,4 +343,176 @@ impl Drop for Process {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A database of its own on the Postgres server the `PG*` variables name (as `pg_virtualenv`
+/// sets them; `make test` runs the tests inside one). Returns its URL.
+pub async fn postgres_database() -> String {
+    let var = |name: &str| {
+        std::env::var(name).unwrap_or_else(|_| {
+            panic!("{name} is not set: run the Postgres tests with `make test` (pg_virtualenv)")
+        })
+    };
+    let server = format!(
+        "postgres://{}:{}@{}:{}",
+        var("PGUSER"),
+        var("PGPASSWORD"),
+        var("PGHOST"),
+        var("PGPORT")
+    );
+    let name = format!("t{}", uuid::Uuid::new_v4().simple());
+    let admin = sqlx::PgPool::connect(&format!("{server}/{}", var("PGDATABASE")))
+        .await
+        .unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    admin.close().await;
+    format!("{server}/{name}")
+}
+
+/// Debian's `redis-server` on a free loopback port, with no persistence; stopped when dropped.
+pub struct Redis {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl Redis {
+    pub async fn start() -> Self {
+        let mut redis = Self {
+            port: free_addr().port(),
+            child: None,
+        };
+        redis.resume().await;
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the server (as a crash would: SIGKILL).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port and waits until it accepts connections.
+    pub async fn resume(&mut self) {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (Debian package redis-server; make test installs it)");
+        self.child = Some(child);
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .is_err()
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "redis did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A TCP relay in front of a server that a test can cut, as if the server were stopped:
+/// while cut it refuses new connections and has dropped every open one.
+pub struct Relay {
+    pub port: u16,
+    cut: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Relay {
+    /// A relay on `port` to `target`.
+    pub async fn start_on(target: SocketAddr, port: u16) -> Self {
+        let (cut, _) = tokio::sync::watch::channel(false);
+        let cut = std::sync::Arc::new(cut);
+        let relay = Self {
+            port,
+            cut: cut.clone(),
+        };
+        tokio::spawn(async move {
+            let mut open = cut.subscribe();
+            loop {
+                // Listening only while not cut, so connections are refused meanwhile.
+                while *open.borrow() {
+                    open.changed().await.unwrap();
+                }
+                let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+                    .await
+                    .unwrap();
+                loop {
+                    tokio::select! {
+                        _ = open.changed() => if *open.borrow() { break },
+                        accepted = listener.accept() => {
+                            let Ok((mut client, _)) = accepted else { continue };
+                            let mut cut = cut.subscribe();
+                            tokio::spawn(async move {
+                                let Ok(mut server) = tokio::net::TcpStream::connect(target).await else {
+                                    return;
+                                };
+                                tokio::select! {
+                                    _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                                    _ = cut.wait_for(|cut| *cut) => {}
+                                }
+                            });
+                        }
+                    }
+                }
+            }
+        });
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the relay did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        relay
+    }
+
+    pub fn set_cut(&self, cut: bool) {
+        self.cut.send_replace(cut);
+    }
+}
+
+/// Where a `postgres://` URL points, and the same URL through `relay_port` instead.
+pub fn postgres_via(url: &str, relay_port: u16) -> (SocketAddr, String) {
+    let (head, rest) = url.rsplit_once('@').unwrap();
+    let (host_port, database) = rest.split_once('/').unwrap();
+    let (host, port) = host_port.rsplit_once(':').unwrap();
+    let host = if host == "localhost" {
+        "127.0.0.1"
+    } else {
+        host
+    };
+    let target: SocketAddr = format!("{host}:{port}").parse().unwrap();
+    (target, format!("{head}@127.0.0.1:{relay_port}/{database}"))
 }

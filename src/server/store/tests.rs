@@ -1,0 +1,395 @@
+//! The store's contract, checked on both backends: every test below runs once on SQLite and
+//! once on Postgres (a fresh database on the server that `PG*` variables name, as
+//! `pg_virtualenv` sets them; `make test` runs the tests inside one).
+use std::sync::Arc;
+
+use chrono::Utc;
+use uuid::Uuid;
+
+use super::{open, EventStore, StoreError};
+use crate::domain::{EventId, OrderStatus, OrderStatusUpdate};
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A fresh, empty database of one backend; kept as long as this value lives.
+pub(crate) struct Scratch {
+    pub url: String,
+    pub backend: Backend,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Scratch {
+    pub async fn new(backend: Backend) -> Self {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().unwrap();
+                let url = format!("sqlite://{}/nested/orders.db", dir.path().display());
+                Scratch {
+                    url,
+                    backend,
+                    _dir: Some(dir),
+                }
+            }
+            Backend::Postgres => Scratch {
+                url: scratch_postgres_database().await,
+                backend,
+                _dir: None,
+            },
+        }
+    }
+
+    pub async fn open(&self) -> Arc<dyn EventStore> {
+        open(&self.url).await.unwrap()
+    }
+
+    /// Inserts a row straight into the table, around the store's code: `true` if the
+    /// database itself accepted it.
+    async fn raw_insert(&self, order: Uuid, status: i64) -> bool {
+        match self.backend {
+            Backend::Sqlite => {
+                let pool = sqlx::SqlitePool::connect(&self.url).await.unwrap();
+                sqlx::query("INSERT INTO events (order_id, status, at_ms) VALUES (?, ?, 0)")
+                    .bind(order.to_string())
+                    .bind(status)
+                    .execute(&pool)
+                    .await
+                    .is_ok()
+            }
+            Backend::Postgres => {
+                let pool = sqlx::PgPool::connect(&self.url).await.unwrap();
+                sqlx::query("INSERT INTO events (order_id, status, at_ms) VALUES ($1, $2, 0)")
+                    .bind(order)
+                    .bind(status as i16)
+                    .execute(&pool)
+                    .await
+                    .is_ok()
+            }
+        }
+    }
+}
+
+/// Creates a database of its own on the Postgres server named by the `PG*` variables and
+/// returns its URL.
+pub(crate) async fn scratch_postgres_database() -> String {
+    let var = |name: &str| {
+        std::env::var(name).unwrap_or_else(|_| {
+            panic!(
+                "{name} is not set: the Postgres tests need a server. Run them with `make test`, \
+                 which starts a throw-away one with pg_virtualenv"
+            )
+        })
+    };
+    let server = format!(
+        "postgres://{}:{}@{}:{}",
+        var("PGUSER"),
+        var("PGPASSWORD"),
+        var("PGHOST"),
+        var("PGPORT")
+    );
+    let name = format!("t{}", Uuid::new_v4().simple());
+    let admin = sqlx::PgPool::connect(&format!("{server}/{}", var("PGDATABASE")))
+        .await
+        .unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    admin.close().await;
+    format!("{server}/{name}")
+}
+
+fn update(order: Uuid, status: OrderStatus) -> OrderStatusUpdate {
+    OrderStatusUpdate::new(order, status, Utc::now())
+}
+
+async fn stores_a_whole_order_in_order(backend: Backend) {
+    let scratch = Scratch::new(backend).await;
+    let store = scratch.open().await;
+    let order = Uuid::new_v4();
+    let mut ids = Vec::new();
+    for status in OrderStatus::ALL {
+        ids.push(store.append(&update(order, status)).await.unwrap().id);
+    }
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    let events = store.events(order).await.unwrap();
+    let statuses: Vec<_> = events.iter().map(|e| e.status()).collect();
+    assert_eq!(statuses, OrderStatus::ALL);
+    assert_eq!(events.iter().map(|e| e.id).collect::<Vec<_>>(), ids);
+    assert!(store.events(Uuid::new_v4()).await.unwrap().is_empty());
+}
+
+async fn the_schema_refuses_duplicates_skips_and_orphans(backend: Backend) {
+    let scratch = Scratch::new(backend).await;
+    let store = scratch.open().await;
+    let order = Uuid::new_v4();
+    // Nothing may come before Created.
+    assert!(matches!(
+        store
+            .append(&update(order, OrderStatus::PaymentConfirmed))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    store
+        .append(&update(order, OrderStatus::Created))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.append(&update(order, OrderStatus::Created)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store.append(&update(order, OrderStatus::Shipped)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(store.events(order).await.unwrap().len(), 1);
+    // The database itself refuses, whatever code writes to it: a duplicate, a skip, an orphan.
+    assert!(!scratch.raw_insert(order, 0).await);
+    assert!(!scratch.raw_insert(order, 3).await);
+    assert!(!scratch.raw_insert(Uuid::new_v4(), 1).await);
+    assert!(scratch.raw_insert(order, 1).await);
+}
+
+async fn concurrent_writers_of_one_status_store_it_once(backend: Backend) {
+    let scratch = Scratch::new(backend).await;
+    // Two handles: as two instances sharing the database.
+    let stores = [scratch.open().await, scratch.open().await];
+    let order = Uuid::new_v4();
+    stores[0]
+        .append(&update(order, OrderStatus::Created))
+        .await
+        .unwrap();
+    let attempts = (0..16).map(|n| {
+        let store = stores[n % 2].clone();
+        tokio::spawn(async move {
+            store
+                .append(&update(order, OrderStatus::PaymentConfirmed))
+                .await
+        })
+    });
+    let results = futures::future::join_all(attempts).await;
+    let ok = results
+        .iter()
+        .filter(|r| r.as_ref().unwrap().is_ok())
+        .count();
+    assert_eq!(ok, 1);
+    assert_eq!(stores[1].events(order).await.unwrap().len(), 2);
+}
+
+async fn a_group_commit_answers_each_append_on_its_own_and_keeps_them_all(backend: Backend) {
+    let scratch = Scratch::new(backend).await;
+    let store = scratch.open().await;
+    let orders: Vec<Uuid> = (0..50).map(|_| Uuid::new_v4()).collect();
+    // Each order's Created twice and a skipped status once, all at the same time.
+    let attempts = orders.iter().flat_map(|&order| {
+        [
+            OrderStatus::Created,
+            OrderStatus::Created,
+            OrderStatus::Packed,
+        ]
+        .map(|status| {
+            let store = store.clone();
+            tokio::spawn(async move { store.append(&update(order, status)).await })
+        })
+    });
+    let results = futures::future::join_all(attempts).await;
+    let ok = results
+        .iter()
+        .filter(|r| r.as_ref().unwrap().is_ok())
+        .count();
+    let conflicts = results
+        .iter()
+        .filter(|r| matches!(r.as_ref().unwrap(), Err(StoreError::Conflict(_))))
+        .count();
+    assert_eq!((ok, conflicts), (50, 100));
+    drop(store);
+    let reopened = scratch.open().await;
+    for order in orders {
+        let events = reopened.events(order).await.unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].status(), OrderStatus::Created);
+    }
+}
+
+async fn recent_lists_newest_first_with_current_status(backend: Backend) {
+    let scratch = Scratch::new(backend).await;
+    let store = scratch.open().await;
+    let first = Uuid::new_v4();
+    let second = Uuid::new_v4();
+    store
+        .append(&update(first, OrderStatus::Created))
+        .await
+        .unwrap();
+    store
+        .append(&update(second, OrderStatus::Created))
+        .await
+        .unwrap();
+    store
+        .append(&update(first, OrderStatus::PaymentConfirmed))
+        .await
+        .unwrap();
+    let recent = store.recent(10).await.unwrap();
+    let seen: Vec<_> = recent.iter().map(|o| (o.id, o.status)).collect();
+    assert_eq!(
+        seen,
+        [
+            (second, OrderStatus::Created),
+            (first, OrderStatus::PaymentConfirmed)
+        ]
+    );
+    assert_eq!(store.recent(1).await.unwrap().len(), 1);
+}
+
+async fn events_survive_reopening_with_the_same_ids(backend: Backend) {
+    let scratch = Scratch::new(backend).await;
+    let order = Uuid::new_v4();
+    let before = {
+        let store = scratch.open().await;
+        store
+            .append(&update(order, OrderStatus::Created))
+            .await
+            .unwrap();
+        store
+            .append(&update(order, OrderStatus::PaymentConfirmed))
+            .await
+            .unwrap();
+        store.events(order).await.unwrap()
+    };
+    let store = scratch.open().await;
+    assert_eq!(store.events(order).await.unwrap(), before);
+    assert_eq!(store.last_id().await.unwrap(), Some(before[1].id));
+}
+
+async fn events_after_reads_every_order_in_id_order(backend: Backend) {
+    let scratch = Scratch::new(backend).await;
+    let store = scratch.open().await;
+    assert_eq!(store.last_id().await.unwrap(), None);
+    assert!(store.events_after(None, 10).await.unwrap().is_empty());
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let mut ids = Vec::new();
+    for (order, status) in [
+        (a, OrderStatus::Created),
+        (b, OrderStatus::Created),
+        (a, OrderStatus::PaymentConfirmed),
+        (b, OrderStatus::PaymentConfirmed),
+    ] {
+        ids.push(store.append(&update(order, status)).await.unwrap().id);
+    }
+    let all = store.events_after(None, 10).await.unwrap();
+    assert_eq!(all.iter().map(|e| e.id).collect::<Vec<_>>(), ids);
+    let rest = store.events_after(Some(ids[1]), 10).await.unwrap();
+    assert_eq!(rest.iter().map(|e| e.id).collect::<Vec<_>>(), ids[2..]);
+    assert_eq!(rest[0].update.order_id, a);
+    let limited = store.events_after(Some(ids[0]), 2).await.unwrap();
+    assert_eq!(limited.iter().map(|e| e.id).collect::<Vec<_>>(), ids[1..3]);
+    assert_eq!(store.last_id().await.unwrap(), Some(ids[3]));
+}
+
+/// What the one-cursor catch-up relies on: a reader that repeatedly asks for "events after
+/// the largest id I have seen" while two instances publish concurrently never skips an
+/// event, which it would if a smaller id could become visible after a larger one.
+async fn ids_become_visible_in_commit_order_under_concurrency(backend: Backend) {
+    let scratch = Scratch::new(backend).await;
+    let instances = [scratch.open().await, scratch.open().await];
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let store = scratch.open().await;
+        let done = done.clone();
+        tokio::spawn(async move {
+            let mut cursor: Option<EventId> = None;
+            let mut seen = Vec::new();
+            loop {
+                let finished = done.load(std::sync::atomic::Ordering::SeqCst);
+                let batch = store.events_after(cursor, 1000).await.unwrap();
+                cursor = batch.last().map(|e| e.id).or(cursor);
+                seen.extend(batch.iter().map(|e| e.id));
+                if finished && batch.is_empty() {
+                    return seen;
+                }
+            }
+        })
+    };
+    let publishers: Vec<_> = (0..8)
+        .map(|n| {
+            let store = instances[n % 2].clone();
+            tokio::spawn(async move {
+                for _ in 0..15 {
+                    let order = Uuid::new_v4();
+                    for status in &OrderStatus::ALL[..3] {
+                        store.append(&update(order, *status)).await.unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for publisher in publishers {
+        publisher.await.unwrap();
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let seen = reader.await.unwrap();
+    let stored: Vec<_> = instances[0]
+        .events_after(None, 10_000)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(stored.len(), 8 * 15 * 3);
+    assert_eq!(
+        seen, stored,
+        "the polling reader skipped or repeated an event"
+    );
+}
+
+/// Runs each named test once per backend.
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
+on_both_stores!(
+    stores_a_whole_order_in_order,
+    the_schema_refuses_duplicates_skips_and_orphans,
+    concurrent_writers_of_one_status_store_it_once,
+    a_group_commit_answers_each_append_on_its_own_and_keeps_them_all,
+    recent_lists_newest_first_with_current_status,
+    events_survive_reopening_with_the_same_ids,
+    events_after_reads_every_order_in_id_order,
+    ids_become_visible_in_commit_order_under_concurrency,
+);
+
+#[tokio::test]
+async fn sqlite_creates_its_file_and_folder() {
+    let scratch = Scratch::new(Backend::Sqlite).await;
+    let _store = scratch.open().await;
+    let path = scratch.url.trim_start_matches("sqlite://");
+    assert!(std::path::Path::new(path).exists(), "{path}");
+}
+
+#[tokio::test]
+async fn an_unknown_database_url_is_refused_with_a_clear_error() {
+    let err = open("mysql://localhost/orders").await.err().unwrap();
+    assert!(
+        err.to_string().contains("sqlite:// or postgres://"),
+        "{err}"
+    );
+}
