@@ -11,7 +11,7 @@ export PATH := $(HOME)/.cargo/bin:$(CURDIR)/.tools/node_modules/.bin:$(PATH)
 TEST_RUSTFLAGS := --cfg erase_components
 export LEPTOS_OUTPUT_NAME := order-tracking
 
-.PHONY: run dev test test-rust test-e2e build release lint fmt setup clean publish-cost bench bench-smoke
+.PHONY: run dev test test-rust test-e2e build release lint fmt setup clean publish-cost bench bench-smoke cluster
 
 run: setup
 	cargo leptos serve
@@ -57,6 +57,12 @@ fmt:
 clean:
 	cargo clean
 	rm -rf .tools end2end/node_modules end2end/test-results
+
+# Several instances on this machine: a throw-away Postgres, Redis, two instances and nginx
+# on http://127.0.0.1:3000 (scripts/cluster.sh). Ctrl-C stops it all.
+cluster: build
+	scripts/setup.sh test
+	scripts/cluster.sh
 
 # The fan-out benchmark against Nchan (bench/): the release server, the full scenarios, the
 # table printed and appended to BENCHMARKS.md. Takes a few minutes; not part of `make test`.

@@ -26,7 +26,7 @@ impl Nginx {
             Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/nginx.conf"),
         )
         .unwrap()
-        .replace("server 127.0.0.1:3000;", &format!("server {upstream};"))
+        .replace("server 127.0.0.1:3000 ", &format!("server {upstream} "))
         .replace("listen 80;", &format!("listen 127.0.0.1:{port};"))
         .replace(
             "proxy_read_timeout 1h;",

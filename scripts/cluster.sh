@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# `make cluster`: several instances on one machine, as they would run on several hosts.
+# A throw-away Postgres (Debian's pg_virtualenv), a redis-server, two instances of the app
+# sharing both, and nginx with deploy/nginx.conf balancing between them on :3000. Ctrl-C
+# stops everything and drops the database.
+#
+#   CLUSTER_PORT  where nginx listens (default 3000); the instances listen on +11 and +12,
+#                 Redis on +13
+#   CLUSTER_DIR   where it writes logs, the nginx config and <name>.pid / <name>.port for
+#                 a.instance, b.instance, redis and nginx (default: a new temporary folder)
+#   SERVER_BINARY the app (default target/debug/order-tracking; `make cluster` builds it)
+#   ADMIN_TOKEN   passed on to both instances when set
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+# Start over inside a throw-away Postgres cluster: pg_virtualenv sets PGHOST, PGPORT, PGUSER,
+# PGPASSWORD and PGDATABASE for what it runs, and drops the cluster when it ends.
+if [ -z "${CLUSTER_IN_PG:-}" ]; then
+  CLUSTER_IN_PG=1 exec pg_virtualenv "$0" "$@"
+fi
+
+port=${CLUSTER_PORT:-3000}
+dir=${CLUSTER_DIR:-$(mktemp -d -t order-tracking-cluster.XXXXXX)}
+binary=${SERVER_BINARY:-$root/target/debug/order-tracking}
+mkdir -p "$dir"
+# A test stops the cluster with SIGTERM to this script (pg_virtualenv then drops the database).
+echo "$$" >"$dir/cluster.pid"
+[ -x "$binary" ] || { echo "no server binary at $binary: run 'cargo leptos build' first" >&2; exit 1; }
+
+say() { printf '\033[1;34m==>\033[0m %s\n' "$*"; }
+pids=()
+stop() {
+  trap - EXIT INT TERM
+  say "stopping the cluster"
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap stop EXIT
+trap 'exit 130' INT TERM
+
+# Starts `name` in the background with its output in $dir/name.log.
+start() {
+  local name=$1; shift
+  "$@" >"$dir/$name.log" 2>&1 &
+  pids+=("$!")
+  echo "$!" >"$dir/$name.pid"
+}
+
+wait_for() {
+  local what=$1 url=$2
+  for _ in $(seq 1 100); do
+    curl -fsS -o /dev/null "$url" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "$what did not start; see $dir" >&2
+  exit 1
+}
+
+redis_port=$((port + 13))
+say "redis-server on 127.0.0.1:$redis_port"
+start redis redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no
+echo "$redis_port" >"$dir/redis.port"
+
+database_url="postgres://$PGUSER:$PGPASSWORD@$PGHOST:$PGPORT/$PGDATABASE"
+for name in a b; do
+  if [ "$name" = a ]; then instance_port=$((port + 11)); else instance_port=$((port + 12)); fi
+  say "instance $name on 127.0.0.1:$instance_port (Postgres on $PGHOST:$PGPORT, Redis on :$redis_port)"
+  start "$name.instance" env \
+    DATABASE_URL="$database_url" \
+    REDIS_URL="redis://127.0.0.1:$redis_port" \
+    LEPTOS_SITE_ADDR="127.0.0.1:$instance_port" \
+    LEPTOS_SITE_ROOT="$root/target/site" \
+    LEPTOS_OUTPUT_NAME=order-tracking \
+    RUST_LOG="${RUST_LOG:-info}" \
+    "$binary"
+  echo "$instance_port" >"$dir/$name.instance.port"
+  # One at a time: the first applies the migrations.
+  wait_for "instance $name" "http://127.0.0.1:$instance_port/healthz"
+done
+
+say "nginx on 127.0.0.1:$port, balancing between both (deploy/nginx.conf)"
+sed -e "s|    server 127.0.0.1:3000 max_fails=1 fail_timeout=5s;|    server 127.0.0.1:$((port + 11)) max_fails=1 fail_timeout=5s;\n    server 127.0.0.1:$((port + 12)) max_fails=1 fail_timeout=5s;|" \
+    -e "s|listen 80;|listen 127.0.0.1:$port;|" \
+    deploy/nginx.conf >"$dir/site.conf"
+cat >"$dir/nginx.conf" <<CONF
+daemon off;
+master_process off;
+worker_processes 1;
+pid $dir/nginx.pid.master;
+error_log $dir/nginx.error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $dir/body;
+  proxy_temp_path $dir/proxy;
+  fastcgi_temp_path $dir/fastcgi;
+  uwsgi_temp_path $dir/uwsgi;
+  scgi_temp_path $dir/scgi;
+  include $dir/site.conf;
+}
+CONF
+start nginx nginx -p "$dir" -e "$dir/nginx.error.log" -c "$dir/nginx.conf"
+wait_for nginx "http://127.0.0.1:$port/healthz"
+echo "$port" >"$dir/nginx.port"
+
+say "ready: http://127.0.0.1:$port  (logs and pids in $dir; Ctrl-C stops it all)"
+# Runs until interrupted. An instance that dies (or is killed, as the tests do) does not stop
+# the others: that is the point.
+wait
