@@ -17,7 +17,7 @@ root=$(pwd)
 # Start over inside a throw-away Postgres cluster: pg_virtualenv sets PGHOST, PGPORT, PGUSER,
 # PGPASSWORD and PGDATABASE for what it runs, and drops the cluster when it ends.
 if [ -z "${CLUSTER_IN_PG:-}" ]; then
-  CLUSTER_IN_PG=1 exec pg_virtualenv "$0" "$@"
+  CLUSTER_IN_PG=1 exec pg_virtualenv -t "$0" "$@"
 fi
 
 port=${CLUSTER_PORT:-3000}

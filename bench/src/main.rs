@@ -4,6 +4,11 @@
 //! (1) N subscribers on one order, 5 status events; (2) N subscribers over M orders, 5 events
 //! each; (3) a connect storm of N subscribers each replaying a delivered order's 6 events;
 //! (4) resident memory per idle subscriber on a fresh server process.
+//!
+//! And ours against ours: (5) scenario (2) on Postgres, one instance against two instances
+//! sharing Redis, with the subscribers split over both and every publish through the first.
+//! It runs when the `PG*` variables name a Postgres server (`make bench` runs inside
+//! pg_virtualenv).
 mod scenarios;
 mod servers;
 mod wire;
@@ -189,19 +194,100 @@ fn table(ours: &Results, nchan: &Results, args: &Args) -> String {
     head
 }
 
+/// Scenario (5): the same fan-out on one instance and on two.
+struct Cluster {
+    one: Fanout,
+    two: Fanout,
+}
+
+async fn run_cluster(args: &Args) -> Cluster {
+    let mut results = Vec::new();
+    for instances in [1, 2] {
+        let server = Server::start_ours_postgres(&args.server, &args.site_root, instances).await;
+        eprintln!(
+            "[{}] (5) {} subscribers over {} orders, on Postgres",
+            server.name(),
+            args.subscribers,
+            args.orders
+        );
+        results.push(scenarios::fanout(&server, args.subscribers, args.orders).await);
+    }
+    let two = results.pop().unwrap_or_default();
+    let one = results.pop().unwrap_or_default();
+    Cluster { one, two }
+}
+
+fn cluster_table(cluster: &Cluster) -> String {
+    let (one, two) = (&cluster.one, &cluster.two);
+    let mut out = String::from(
+        "| figure | one instance | two instances | two/one |\n| --- | ---: | ---: | ---: |\n",
+    );
+    let ms = |us: f64| us / 1000.0;
+    let rows = [
+        (
+            "(5) latency p50",
+            ms(percentile(&one.latencies_us, 50.0)),
+            ms(percentile(&two.latencies_us, 50.0)),
+            "ms",
+        ),
+        (
+            "(5) latency p99",
+            ms(percentile(&one.latencies_us, 99.0)),
+            ms(percentile(&two.latencies_us, 99.0)),
+            "ms",
+        ),
+        (
+            "(5) latency max",
+            ms(percentile(&one.latencies_us, 100.0)),
+            ms(percentile(&two.latencies_us, 100.0)),
+            "ms",
+        ),
+        (
+            "(5) fan-out per round (median)",
+            median(&one.round_ms),
+            median(&two.round_ms),
+            "ms",
+        ),
+        (
+            "(5) deliveries per second",
+            one.deliveries_per_s,
+            two.deliveries_per_s,
+            "/s",
+        ),
+        ("(5) losses", one.losses as f64, two.losses as f64, ""),
+        ("(5) server CPU (all processes)", one.cpu_s, two.cpu_s, "s"),
+    ];
+    for (figure, a, b, unit) in rows {
+        let ratio = if a == 0.0 {
+            "—".to_owned()
+        } else {
+            format!("{:.2}", b / a)
+        };
+        let _ = writeln!(
+            out,
+            "| {figure} | {a:.2} {unit} | {b:.2} {unit} | {ratio} |"
+        );
+    }
+    out
+}
+
+fn fanout_failures(name: &str, label: &str, fanout: &Fanout) -> Option<String> {
+    (fanout.losses > 0
+        || fanout.duplicates > 0
+        || fanout.failed_subscribers > 0
+        || fanout.failed_publishes > 0)
+        .then(|| {
+            format!(
+                "{name} {label}: {} losses, {} duplicates, {} failed subscribers, {} failed publishes",
+                fanout.losses, fanout.duplicates, fanout.failed_subscribers, fanout.failed_publishes
+            )
+        })
+}
+
 fn failures(name: &str, results: &Results, subscribers: usize) -> Vec<String> {
     let mut problems = Vec::new();
     for (label, fanout) in [("(1)", &results.one), ("(2)", &results.many)] {
-        if fanout.losses > 0
-            || fanout.duplicates > 0
-            || fanout.failed_subscribers > 0
-            || fanout.failed_publishes > 0
-        {
-            problems.push(format!(
-                "{name} {label}: {} losses, {} duplicates, {} failed subscribers, {} failed publishes",
-                fanout.losses, fanout.duplicates, fanout.failed_subscribers, fanout.failed_publishes
-            ));
-        }
+        problems.extend(fanout_failures(name, label, fanout));
     }
     let replay = &results.replay;
     if replay.losses > 0 || replay.duplicates > 0 || replay.failed_subscribers > 0 {
@@ -261,12 +347,27 @@ fn main() -> std::process::ExitCode {
         .enable_all()
         .build()
         .unwrap();
-    let (ours, nchan) = runtime.block_on(async {
+    let with_postgres = std::env::var_os("PGHOST").is_some();
+    let (ours, nchan, cluster) = runtime.block_on(async {
         let ours = run(Kind::Ours, &args).await;
         let nchan = run(Kind::Nchan, &args).await;
-        (ours, nchan)
+        let cluster = if with_postgres {
+            Some(run_cluster(&args).await)
+        } else {
+            eprintln!("(5) skipped: no PG* variables (make bench runs inside pg_virtualenv)");
+            None
+        };
+        (ours, nchan, cluster)
     });
-    let table = table(&ours, &nchan, &args);
+    let mut table = table(&ours, &nchan, &args);
+    if let Some(cluster) = &cluster {
+        table.push_str(&format!(
+            "\nSeveral instances, {} subscribers over {} orders on Postgres (ours against ours):\n\n{}",
+            args.subscribers,
+            args.orders,
+            cluster_table(cluster)
+        ));
+    }
     println!(
         "\nSSE fan-out: {} subscribers, {} orders in (2)\n",
         args.subscribers, args.orders
@@ -295,6 +396,10 @@ fn main() -> std::process::ExitCode {
     }
     let mut problems = failures("ours", &ours, args.subscribers);
     problems.extend(failures("nchan", &nchan, args.subscribers));
+    if let Some(cluster) = &cluster {
+        problems.extend(fanout_failures("one instance", "(5)", &cluster.one));
+        problems.extend(fanout_failures("two instances", "(5)", &cluster.two));
+    }
     for problem in &problems {
         eprintln!("problem: {problem}");
     }

@@ -74,7 +74,7 @@ fn spawn_subscribers(
         .map(|n| {
             let (channel, path) = target(n);
             tokio::spawn(subscriber(
-                server.addr,
+                server.subscribe_addr(n),
                 path,
                 channel,
                 5,

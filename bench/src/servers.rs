@@ -1,5 +1,7 @@
-//! The two systems under test, each started fresh as a child process on a free loopback
-//! port: our release server on a temporary database, and Nchan (Debian's nginx module).
+//! The systems under test, each started fresh as child processes on free loopback ports: our
+//! release server on a temporary SQLite database, Nchan (Debian's nginx module), and, for the
+//! cluster scenario, our server on a fresh Postgres database, alone or as two instances
+//! sharing a Redis.
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -15,9 +17,16 @@ pub enum Kind {
 
 pub struct Server {
     pub kind: Kind,
+    /// Where publishes go (and subscribers too, unless there are several instances).
     pub addr: SocketAddr,
+    /// Every instance subscribers are spread over, round robin.
+    instances: Vec<SocketAddr>,
     child: Child,
+    /// The other processes of a cluster (its second instance, its Redis): stopped with it,
+    /// and counted in its CPU time.
+    others: Vec<Child>,
     dir: PathBuf,
+    label: &'static str,
 }
 
 fn free_addr() -> SocketAddr {
@@ -56,11 +65,84 @@ impl Server {
         let server = Self {
             kind: Kind::Ours,
             addr,
+            instances: vec![addr],
             child,
+            others: Vec::new(),
             dir,
+            label: "ours",
         };
         server.wait_ready("/healthz").await;
         server
+    }
+
+    /// Ours on a fresh database of the Postgres server the `PG*` variables name (`make bench`
+    /// runs inside pg_virtualenv): one instance, or two sharing a fresh `redis-server`.
+    pub async fn start_ours_postgres(binary: &Path, site_root: &Path, instances: usize) -> Self {
+        let dir = temp_dir("cluster");
+        let database = format!("bench{}", uuid::Uuid::new_v4().simple());
+        let created = Command::new("psql")
+            .args(["-q", "-c", &format!("CREATE DATABASE {database}")])
+            .status()
+            .expect("psql (Debian's postgresql-client)");
+        assert!(created.success(), "cannot create the database");
+        let var = |name: &str| std::env::var(name).unwrap_or_default();
+        let database_url = format!(
+            "postgres://{}:{}@{}:{}/{database}",
+            var("PGUSER"),
+            var("PGPASSWORD"),
+            var("PGHOST"),
+            var("PGPORT")
+        );
+        let mut others = Vec::new();
+        let mut redis_url = None;
+        if instances > 1 {
+            let port = free_addr().port();
+            others.push(
+                Command::new("redis-server")
+                    .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                    .args(["--save", "", "--appendonly", "no"])
+                    .stdout(Stdio::null())
+                    .spawn()
+                    .expect("redis-server (Debian's redis-server)"),
+            );
+            redis_url = Some(format!("redis://127.0.0.1:{port}"));
+        }
+        let mut addrs = Vec::new();
+        let mut children = Vec::new();
+        for _ in 0..instances {
+            let addr = free_addr();
+            let mut command = Command::new(binary);
+            command
+                .env("LEPTOS_SITE_ADDR", addr.to_string())
+                .env("LEPTOS_SITE_ROOT", site_root)
+                .env("DATABASE_URL", &database_url)
+                .env("MAX_STREAMS", "50000")
+                .env("RUST_LOG", "warn")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null());
+            if let Some(url) = &redis_url {
+                command.env("REDIS_URL", url);
+            }
+            children.push(command.spawn().expect("our server"));
+            addrs.push(addr);
+            // One at a time: the first applies the migrations.
+            Self::wait_ready_at(addr, "/healthz", "ours").await;
+        }
+        let child = children.remove(0);
+        others.extend(children);
+        Self {
+            kind: Kind::Ours,
+            addr: addrs[0],
+            instances: addrs,
+            child,
+            others,
+            dir,
+            label: if instances > 1 {
+                "two instances"
+            } else {
+                "one instance"
+            },
+        }
     }
 
     pub async fn start_nchan(template: &Path) -> Self {
@@ -85,32 +167,41 @@ impl Server {
         let server = Self {
             kind: Kind::Nchan,
             addr,
+            instances: vec![addr],
             child,
+            others: Vec::new(),
             dir,
+            label: "nchan",
         };
         server.wait_ready("/pub/ready").await;
         server
     }
 
     async fn wait_ready(&self, path: &str) {
+        Self::wait_ready_at(self.addr, path, self.label).await
+    }
+
+    async fn wait_ready_at(addr: SocketAddr, path: &str, name: &str) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let mut conn = Conn::new(self.addr);
+            let mut conn = Conn::new(addr);
             if let Ok((status, _)) = conn.request("GET", path, None).await {
                 if status < 500 {
                     return;
                 }
             }
-            assert!(Instant::now() < deadline, "{:?} did not start", self.kind);
+            assert!(Instant::now() < deadline, "{name} did not start");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
     pub fn name(&self) -> &'static str {
-        match self.kind {
-            Kind::Ours => "ours",
-            Kind::Nchan => "nchan",
-        }
+        self.label
+    }
+
+    /// Where subscriber `n` connects: the instances in turn.
+    pub fn subscribe_addr(&self, n: usize) -> SocketAddr {
+        self.instances[n % self.instances.len()]
     }
 
     /// A new channel: an order created through the API, or an Nchan channel id.
@@ -171,13 +262,9 @@ impl Server {
         }
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Resident memory in KiB.
+    /// Resident memory in KiB (of the first process).
     pub fn rss_kib(&self) -> u64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .ok()
             .and_then(|s| {
                 s.lines()
@@ -187,25 +274,29 @@ impl Server {
             .unwrap_or(0)
     }
 
-    /// User + system CPU seconds so far.
+    /// User + system CPU seconds so far, of every process of the server.
     pub fn cpu_seconds(&self) -> f64 {
+        // SAFETY: sysconf only reads a process-wide setting.
         let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-        std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))
-            .ok()
-            .and_then(|s| {
-                let fields: Vec<&str> = s.rsplit_once(')')?.1.split_whitespace().collect();
+        std::iter::once(&self.child)
+            .chain(&self.others)
+            .filter_map(|child| {
+                let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).ok()?;
+                let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
                 let user: f64 = fields.get(11)?.parse().ok()?;
                 let system: f64 = fields.get(12)?.parse().ok()?;
                 Some((user + system) / ticks)
             })
-            .unwrap_or(0.0)
+            .sum()
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        for child in std::iter::once(&mut self.child).chain(&mut self.others) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
