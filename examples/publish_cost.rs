@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use order_tracking::domain::{OrderStatus, OrderStatusUpdate};
-use order_tracking::server::store::{CommitOrder, EventStore, PostgresStore, SqliteStore};
+use order_tracking::server::store::{scratch, CommitOrder, EventStore, PostgresStore, SqliteStore};
 use sqlx::sqlite::SqliteSynchronous;
 use uuid::Uuid;
 
@@ -42,27 +42,6 @@ async fn sqlite(synchronous: SqliteSynchronous) -> Duration {
 const INSTANCES: usize = 2;
 const PUBLISHERS: usize = 16;
 const ORDERS_PER_PUBLISHER: usize = 20;
-
-/// A fresh database on the server the `PG*` variables name.
-async fn postgres_database() -> Option<String> {
-    let var = |name| std::env::var(name).ok();
-    let server = format!(
-        "postgres://{}:{}@{}:{}",
-        var("PGUSER")?,
-        var("PGPASSWORD")?,
-        var("PGHOST")?,
-        var("PGPORT")?
-    );
-    let admin = sqlx::PgPool::connect(&format!("{server}/{}", var("PGDATABASE")?))
-        .await
-        .expect("the Postgres server");
-    let name = format!("cost{}", Uuid::new_v4().simple());
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&admin)
-        .await
-        .expect("a new database");
-    Some(format!("{server}/{name}"))
-}
 
 /// Publishes/s with two instances of concurrent publishers, each walking its orders through
 /// every status.
@@ -136,7 +115,9 @@ async fn main() {
             (CommitOrder::Serialised, &mut serialised),
             (CommitOrder::Unordered, &mut unordered),
         ] {
-            let url = postgres_database().await.expect("PG* variables");
+            let url = scratch::postgres_database()
+                .await
+                .expect("a Postgres server");
             *best = best.max(postgres(&url, order).await);
         }
     }

@@ -348,28 +348,9 @@ impl Drop for Process {
 /// A database of its own on the Postgres server the `PG*` variables name (as `pg_virtualenv`
 /// sets them; `make test` runs the tests inside one). Returns its URL.
 pub async fn postgres_database() -> String {
-    let var = |name: &str| {
-        std::env::var(name).unwrap_or_else(|_| {
-            panic!("{name} is not set: run the Postgres tests with `make test` (pg_virtualenv)")
-        })
-    };
-    let server = format!(
-        "postgres://{}:{}@{}:{}",
-        var("PGUSER"),
-        var("PGPASSWORD"),
-        var("PGHOST"),
-        var("PGPORT")
-    );
-    let name = format!("t{}", uuid::Uuid::new_v4().simple());
-    let admin = sqlx::PgPool::connect(&format!("{server}/{}", var("PGDATABASE")))
+    order_tracking::server::store::scratch::postgres_database()
         .await
-        .unwrap();
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&admin)
-        .await
-        .unwrap();
-    admin.close().await;
-    format!("{server}/{name}")
+        .unwrap()
 }
 
 /// Debian's `redis-server` on a free loopback port, with no persistence; stopped when dropped.

@@ -4,6 +4,7 @@
 //! a driver: each backend turns its own errors into a [`StoreError`].
 mod group_commit;
 mod postgres;
+pub mod scratch;
 mod sql;
 mod sqlite;
 

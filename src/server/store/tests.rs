@@ -35,7 +35,7 @@ impl Scratch {
                 }
             }
             Backend::Postgres => Scratch {
-                url: scratch_postgres_database().await,
+                url: super::scratch::postgres_database().await.unwrap(),
                 backend,
                 _dir: None,
             },
@@ -70,36 +70,6 @@ impl Scratch {
             }
         }
     }
-}
-
-/// Creates a database of its own on the Postgres server named by the `PG*` variables and
-/// returns its URL.
-pub(crate) async fn scratch_postgres_database() -> String {
-    let var = |name: &str| {
-        std::env::var(name).unwrap_or_else(|_| {
-            panic!(
-                "{name} is not set: the Postgres tests need a server. Run them with `make test`, \
-                 which starts a throw-away one with pg_virtualenv"
-            )
-        })
-    };
-    let server = format!(
-        "postgres://{}:{}@{}:{}",
-        var("PGUSER"),
-        var("PGPASSWORD"),
-        var("PGHOST"),
-        var("PGPORT")
-    );
-    let name = format!("t{}", Uuid::new_v4().simple());
-    let admin = sqlx::PgPool::connect(&format!("{server}/{}", var("PGDATABASE")))
-        .await
-        .unwrap();
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&admin)
-        .await
-        .unwrap();
-    admin.close().await;
-    format!("{server}/{name}")
 }
 
 fn update(order: Uuid, status: OrderStatus) -> OrderStatusUpdate {
