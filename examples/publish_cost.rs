@@ -27,7 +27,13 @@ async fn sqlite(synchronous: SqliteSynchronous) -> Duration {
         .await
         .expect("store");
     let started = Instant::now();
-    for _ in 0..ORDERS {
+    walk_orders(&store, ORDERS).await;
+    started.elapsed() / (ORDERS * OrderStatus::ALL.len()) as u32
+}
+
+/// Takes `orders` new orders through every status, one append at a time.
+async fn walk_orders(store: &dyn EventStore, orders: usize) {
+    for _ in 0..orders {
         let order = Uuid::new_v4();
         for status in OrderStatus::ALL {
             store
@@ -36,7 +42,6 @@ async fn sqlite(synchronous: SqliteSynchronous) -> Duration {
                 .expect("append");
         }
     }
-    started.elapsed() / (ORDERS * OrderStatus::ALL.len()) as u32
 }
 
 const INSTANCES: usize = 2;
@@ -56,17 +61,7 @@ async fn postgres(url: &str, order: CommitOrder) -> f64 {
     let publishers: Vec<_> = (0..INSTANCES * PUBLISHERS)
         .map(|n| {
             let store = instances[n % INSTANCES].clone();
-            tokio::spawn(async move {
-                for _ in 0..ORDERS_PER_PUBLISHER {
-                    let order = Uuid::new_v4();
-                    for status in OrderStatus::ALL {
-                        store
-                            .append(&OrderStatusUpdate::new(order, status, Utc::now()))
-                            .await
-                            .expect("append");
-                    }
-                }
-            })
+            tokio::spawn(async move { walk_orders(store.as_ref(), ORDERS_PER_PUBLISHER).await })
         })
         .collect();
     for publisher in publishers {

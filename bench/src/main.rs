@@ -101,18 +101,29 @@ async fn run(kind: Kind, args: &Args) -> Results {
     }
 }
 
+/// One table row: the figure, both values, and `numerator / denominator` ("—" over zero).
+fn write_row(
+    out: &mut String,
+    figure: &str,
+    (a, b): (f64, f64),
+    unit: &str,
+    (numerator, denominator): (f64, f64),
+) {
+    let ratio = if denominator == 0.0 {
+        "—".to_owned()
+    } else {
+        format!("{:.2}", numerator / denominator)
+    };
+    let _ = writeln!(
+        out,
+        "| {figure} | {a:.2} {unit} | {b:.2} {unit} | {ratio} |"
+    );
+}
+
 fn table(ours: &Results, nchan: &Results, args: &Args) -> String {
     let mut out = String::new();
     let mut row = |figure: &str, a: f64, b: f64, unit: &str| {
-        let ratio = if b == 0.0 {
-            "—".to_owned()
-        } else {
-            format!("{:.2}", a / b)
-        };
-        let _ = writeln!(
-            out,
-            "| {figure} | {a:.2} {unit} | {b:.2} {unit} | {ratio} |"
-        );
+        write_row(&mut out, figure, (a, b), unit, (a, b));
     };
     let ms = |us: f64| us / 1000.0;
     let _ = &args;
@@ -257,16 +268,9 @@ fn cluster_table(cluster: &Cluster) -> String {
         ("(5) losses", one.losses as f64, two.losses as f64, ""),
         ("(5) server CPU (all processes)", one.cpu_s, two.cpu_s, "s"),
     ];
-    for (figure, a, b, unit) in rows {
-        let ratio = if a == 0.0 {
-            "—".to_owned()
-        } else {
-            format!("{:.2}", b / a)
-        };
-        let _ = writeln!(
-            out,
-            "| {figure} | {a:.2} {unit} | {b:.2} {unit} | {ratio} |"
-        );
+    for (figure, one, two, unit) in rows {
+        // Two instances against one: the ratio is two/one.
+        write_row(&mut out, figure, (one, two), unit, (two, one));
     }
     out
 }

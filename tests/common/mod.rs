@@ -253,6 +253,17 @@ pub fn statuses(frames: &[Frame]) -> Vec<String> {
     frames.iter().filter_map(Frame::status).collect()
 }
 
+/// The frames are the six statuses, each once, with increasing ids; returns the ids.
+pub fn assert_every_status_once_in_id_order(frames: &[Frame]) -> Vec<i64> {
+    assert_eq!(statuses(frames), ALL);
+    let ids: Vec<i64> = frames
+        .iter()
+        .map(|f| f.id().unwrap().parse().unwrap())
+        .collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    ids
+}
+
 pub const ALL: [&str; 6] = [
     "Created",
     "PaymentConfirmed",

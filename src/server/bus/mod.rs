@@ -41,6 +41,8 @@ pub const CATCH_UP_EVERY: Duration = Duration::from_secs(1);
 const CATCH_UP_PAGE: u32 = 1000;
 /// Announcements waiting to be sent; past that they are dropped (the catch-up covers them).
 const ANNOUNCE_QUEUE: usize = 4096;
+/// The most announcements sent in one round trip.
+const ANNOUNCE_BATCH: usize = 256;
 /// Wait between two attempts to reach the bus.
 const RECONNECT_AFTER: Duration = Duration::from_millis(500);
 
@@ -50,8 +52,10 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// nothing of subscribers or of the store.
 #[async_trait]
 pub trait Bus: Send + Sync + 'static {
-    /// Announces a committed event to every instance (this one included).
-    async fn announce(&self, event: &OrderEvent) -> Result<(), BoxError>;
+    /// Announces committed events, in order, to every instance (this one included), in one
+    /// round trip: under load, events committed together go out together instead of each
+    /// waiting for the one before it.
+    async fn announce(&self, events: &[OrderEvent]) -> Result<(), BoxError>;
 
     /// Connects and subscribes; the stream yields every event announced from then on and
     /// ends when the connection is lost.
@@ -209,24 +213,27 @@ impl Hub for BusHub {
     }
 }
 
-/// Sends this instance's events to the bus, one at a time, in commit order.
+/// Sends this instance's events to the bus in commit order: every event waiting at that
+/// moment in one round trip.
 async fn announce(
     bus: Arc<dyn Bus>,
     mut queue: mpsc::Receiver<OrderEvent>,
     shutdown: CancellationToken,
 ) {
+    let mut batch = Vec::with_capacity(ANNOUNCE_BATCH);
     loop {
-        let event = tokio::select! {
+        let received = tokio::select! {
             _ = shutdown.cancelled() => return,
-            event = queue.recv() => match event {
-                Some(event) => event,
-                None => return,
-            },
+            received = queue.recv_many(&mut batch, ANNOUNCE_BATCH) => received,
         };
-        if let Err(err) = bus.announce(&event).await {
-            // The store has it; the other instances' catch-up will find it.
-            tracing::debug!(error = %err, id = %event.id, "announcing an event failed");
+        if received == 0 {
+            return;
         }
+        if let Err(err) = bus.announce(&batch).await {
+            // The store has them; the other instances' catch-up will find them.
+            tracing::debug!(error = %err, events = batch.len(), "announcing events failed");
+        }
+        batch.clear();
     }
 }
 

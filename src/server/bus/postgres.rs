@@ -36,11 +36,15 @@ impl PgNotifyBus {
 
 #[async_trait]
 impl Bus for PgNotifyBus {
-    async fn announce(&self, event: &OrderEvent) -> Result<(), BoxError> {
-        let payload = serde_json::to_string(event)?;
-        sqlx::query("SELECT pg_notify($1, $2)")
+    async fn announce(&self, events: &[OrderEvent]) -> Result<(), BoxError> {
+        let payloads = events
+            .iter()
+            .map(serde_json::to_string)
+            .collect::<Result<Vec<_>, _>>()?;
+        // One statement, so one round trip; Postgres delivers its notifications in order.
+        sqlx::query("SELECT pg_notify($1, payload) FROM unnest($2::text[]) WITH ORDINALITY AS p(payload, n) ORDER BY n")
             .bind(CHANNEL)
-            .bind(payload)
+            .bind(payloads)
             .execute(&self.publisher)
             .await?;
         Ok(())

@@ -52,14 +52,17 @@ impl RedisBus {
 
 #[async_trait]
 impl Bus for RedisBus {
-    async fn announce(&self, event: &OrderEvent) -> Result<(), BoxError> {
-        let payload = serde_json::to_string(event)?;
+    async fn announce(&self, events: &[OrderEvent]) -> Result<(), BoxError> {
+        let mut pipeline = redis::pipe();
+        for event in events {
+            pipeline
+                .cmd("PUBLISH")
+                .arg(CHANNEL)
+                .arg(serde_json::to_string(event)?)
+                .ignore();
+        }
         let mut connection = self.publisher().await?;
-        redis::cmd("PUBLISH")
-            .arg(CHANNEL)
-            .arg(payload)
-            .exec_async(&mut connection)
-            .await?;
+        pipeline.exec_async(&mut connection).await?;
         Ok(())
     }
 

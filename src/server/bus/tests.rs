@@ -28,9 +28,11 @@ impl MemoryBus {
 
 #[async_trait]
 impl Bus for MemoryBus {
-    async fn announce(&self, event: &OrderEvent) -> Result<(), BoxError> {
+    async fn announce(&self, events: &[OrderEvent]) -> Result<(), BoxError> {
         if !self.lose.load(Ordering::SeqCst) {
-            let _ = self.sender.send(event.clone());
+            for event in events {
+                let _ = self.sender.send(event.clone());
+            }
         }
         Ok(())
     }
