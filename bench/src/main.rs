@@ -45,6 +45,9 @@ struct Args {
     /// Append the results, with date, machine and versions, to this Markdown file.
     #[arg(long)]
     markdown: Option<PathBuf>,
+    /// Only (4), idle memory per subscriber, on our server: for trying a change quickly.
+    #[arg(long)]
+    only_idle_memory: bool,
 }
 
 struct Results {
@@ -351,6 +354,14 @@ fn main() -> std::process::ExitCode {
         .enable_all()
         .build()
         .unwrap();
+    if args.only_idle_memory {
+        let (kib, connected) = runtime.block_on(async {
+            let server = Server::start_ours(&args.server, &args.site_root).await;
+            scenarios::idle_memory(&server, args.subscribers).await
+        });
+        println!("(4) idle: RSS per subscriber {kib:.2} KiB ({connected} connected)");
+        return std::process::ExitCode::SUCCESS;
+    }
     let with_postgres = std::env::var_os("PGHOST").is_some();
     let (ours, nchan, cluster) = runtime.block_on(async {
         let ours = run(Kind::Ours, &args).await;

@@ -173,7 +173,11 @@ impl BusHub {
                 }
                 drop(seen);
                 if !already {
+                    // Counted before it is delivered, so whoever sees it can see the count.
                     recovered += 1;
+                    if let Some(bus) = self.bus_metrics() {
+                        bus.events_recovered.inc();
+                    }
                     self.local
                         .deliver(event.update.order_id, Arc::new(Delivery::new(event)));
                 }
@@ -184,9 +188,6 @@ impl BusHub {
             }
             drop(seen);
             if page.len() < CATCH_UP_PAGE as usize {
-                if let Some(bus) = self.bus_metrics() {
-                    bus.events_recovered.inc_by(recovered);
-                }
                 return Ok(recovered);
             }
         }
