@@ -110,10 +110,14 @@ async fn events_published_on_b_reach_a_subscriber_on_a(redis: Option<&Redis>) {
         .map(|id| String::from_utf8(id.to_vec()).unwrap())
         .collect();
     assert_eq!(seen, ids);
-    assert_eq!(
-        metric(&a.base, "order_tracking_bus_events_recovered_total").await,
-        0.0,
-        "the bus, not the store's catch-up, brought them"
+    // The bus brought them, not the store's catch-up. The catch-up, once a second, can read
+    // an event in the millisecond between its commit and its bus message (it is delivered
+    // once either way), so one of five may count as recovered; a bus that carries nothing
+    // would leave all five to the catch-up.
+    let recovered = metric(&a.base, "order_tracking_bus_events_recovered_total").await;
+    assert!(
+        recovered <= 1.0,
+        "{recovered} of 5 events came from the store"
     );
     assert_eq!(metric(&a.base, "order_tracking_bus_connected").await, 1.0);
 }
@@ -144,11 +148,18 @@ async fn after_kill_9_of_its_instance_a_client_resumes_on_the_other_with_no_gap(
     let mut seen = vec![reader.next_event().await.unwrap()];
     seen.push(reader.next_event().await.unwrap());
     a.signal("KILL");
+    let killed = Instant::now();
     a.wait_exit(WAIT).await;
     // The rest of A's response, if any, then the broken connection.
     seen.extend(reader.events_to_end().await);
     let last = seen.last().unwrap().id().unwrap();
     let mut resumed = SseReader::open(&format!("{}/orders/{id}/stream", b.base), Some(&last)).await;
+    let first_on_b = resumed.next_event().await.unwrap();
+    println!(
+        "kill -9: the next event arrived from the other instance {:?} after the kill",
+        killed.elapsed()
+    );
+    seen.push(first_on_b);
     seen.extend(resumed.events_to_end().await);
     assert_every_status_once_in_id_order(&seen);
 }

@@ -19,7 +19,7 @@ pub mod sse;
 pub mod store;
 pub mod stream;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, FromRef, Request};
@@ -28,7 +28,7 @@ use axum::response::Response;
 use axum::routing::any;
 use axum::Router;
 use leptos::prelude::LeptosOptions;
-use leptos_axum::{generate_route_list, LeptosRoutes};
+use leptos_axum::{generate_route_list, AxumRouteListing, LeptosRoutes};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
@@ -128,9 +128,18 @@ pub async fn with_timeout(request: Request, next: Next) -> Result<Response, AppE
         .map_err(|_| AppError::Timeout)
 }
 
+/// The pages' routes, generated once per process. Generating them runs the app with resource
+/// loading suppressed by a process-global flag (leptos_server 0.8), so a page rendered on
+/// another thread meanwhile would wait forever for its data (leptos-rs/leptos#4773). The
+/// server builds one router before it serves, but tests build one each, in parallel.
+fn page_routes() -> Vec<AxumRouteListing> {
+    static ROUTES: OnceLock<Vec<AxumRouteListing>> = OnceLock::new();
+    ROUTES.get_or_init(|| generate_route_list(App)).clone()
+}
+
 /// The whole application: pages, server functions, streams, the API and operations routes.
 pub fn router(state: AppState) -> Router {
-    let pages = generate_route_list(App);
+    let pages = page_routes();
     Router::new()
         .merge(orders::routes())
         .merge(simulate::routes())

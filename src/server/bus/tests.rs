@@ -145,21 +145,11 @@ async fn an_event_published_on_one_instance_reaches_the_others_subscribers_once(
             .unwrap();
         assert_eq!(delivery.id, created.id);
     }
-    // The bus brings A's own announcement back, and the catch-up reads it from the store:
-    // neither is delivered a second time.
+    // The bus brings A's own announcement back, and the catch-up reads it from the store
+    // (it may even read it before the bus brings it): neither is delivered a second time.
     tokio::time::sleep(CATCH_UP_EVERY * 2).await;
     assert!(next(&mut on_a, Duration::from_millis(10)).await.is_none());
     assert!(next(&mut on_b, Duration::from_millis(10)).await.is_none());
-    let recovered = cluster.metrics[1]
-        .bus
-        .as_ref()
-        .unwrap()
-        .events_recovered
-        .get();
-    assert_eq!(
-        recovered, 0,
-        "the bus brought it; the store had nothing new"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
