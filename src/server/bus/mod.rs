@@ -82,7 +82,7 @@ pub fn from_config(
 pub struct BusHub {
     local: LocalHub,
     announcements: mpsc::Sender<OrderEvent>,
-    seen: Arc<Mutex<Seen>>,
+    seen: Mutex<Seen>,
     metrics: Arc<Metrics>,
 }
 
@@ -114,10 +114,10 @@ impl BusHub {
         let hub = Arc::new(Self {
             local: LocalHub::default(),
             announcements,
-            seen: Arc::new(Mutex::new(Seen {
+            seen: Mutex::new(Seen {
                 cursor: store.last_id().await?,
                 above_cursor: HashSet::new(),
-            })),
+            }),
             metrics,
         });
         let reconnected = Arc::new(Notify::new());
@@ -141,13 +141,15 @@ impl BusHub {
     }
 
     /// Hands `event` to this instance's subscribers unless it has been delivered already.
-    fn deliver(&self, event: &OrderEvent) -> bool {
-        let first_time = self.seen().first_time(event.id);
-        if first_time {
-            self.local
-                .deliver(event.update.order_id, Arc::new(Delivery::new(event)));
+    fn deliver(&self, event: &OrderEvent) {
+        if self.seen().first_time(event.id) {
+            self.hand_out(event);
         }
-        first_time
+    }
+
+    fn hand_out(&self, event: &OrderEvent) {
+        self.local
+            .deliver(event.update.order_id, Arc::new(Delivery::new(event)));
     }
 
     /// Reads the store from the cursor on and delivers what is new; returns how many events
@@ -163,30 +165,29 @@ impl BusHub {
                 bus.catch_up_reads.inc();
             }
             let page = store.events_after(cursor, CATCH_UP_PAGE).await?;
-            for event in &page {
+            // The page is in id order and every smaller id is already visible, so the cursor
+            // passes the whole page for good; what the bus or this instance already
+            // delivered is left out.
+            let missed: Vec<&OrderEvent> = {
                 let mut seen = self.seen();
-                // Ids come in order and every smaller one is already visible: the cursor
-                // may pass this event for good.
-                let already = seen.above_cursor.remove(&event.id);
-                if seen.cursor.is_none_or(|cursor| event.id > cursor) {
-                    seen.cursor = Some(event.id);
+                let missed = page
+                    .iter()
+                    .filter(|event| !seen.above_cursor.remove(&event.id))
+                    .collect();
+                if let Some(last) = page.last() {
+                    seen.cursor = Some(last.id);
+                    seen.above_cursor.retain(|id| *id > last.id);
                 }
-                drop(seen);
-                if !already {
-                    // Counted before it is delivered, so whoever sees it can see the count.
-                    recovered += 1;
-                    if let Some(bus) = self.bus_metrics() {
-                        bus.events_recovered.inc();
-                    }
-                    self.local
-                        .deliver(event.update.order_id, Arc::new(Delivery::new(event)));
-                }
+                missed
+            };
+            // Counted before they are delivered, so whoever receives one can see the count.
+            recovered += missed.len() as u64;
+            if let Some(bus) = self.bus_metrics() {
+                bus.events_recovered.inc_by(missed.len() as u64);
             }
-            let mut seen = self.seen();
-            if let Some(cursor) = seen.cursor {
-                seen.above_cursor.retain(|id| *id > cursor);
+            for event in missed {
+                self.hand_out(event);
             }
-            drop(seen);
             if page.len() < CATCH_UP_PAGE as usize {
                 return Ok(recovered);
             }
@@ -270,9 +271,7 @@ async fn listen(
                         event = events.next() => event,
                     };
                     match event {
-                        Some(event) => {
-                            hub.deliver(&event);
-                        }
+                        Some(event) => hub.deliver(&event),
                         None => break,
                     }
                 }
