@@ -65,37 +65,74 @@ impl EventLog {
         }
     }
 
-    /// Receives every event published for the order from now on.
-    pub fn subscribe(&self, order_id: Uuid) -> Subscription {
-        self.hub.subscribe(order_id)
-    }
-
-    /// Follows an order from just after `resume` (from its start when `resume` is none or
-    /// not one of its events): its stored events, then its live ones, in order, each once.
+    /// Follows `selection` from `resume`: the stored events after the resume point, then
+    /// the live ones, in id order, each once; see [`Follower`].
     ///
-    /// It subscribes *before* it reads the history, so an event committed after the read
-    /// arrives live and one committed before is in the history (one in both is skipped).
+    /// It subscribes *before* it reads the store, so an event committed after the read
+    /// arrives live and one committed before is in what was read (one in both is skipped).
     pub async fn follow(
         &self,
-        order_id: Uuid,
-        resume: Option<EventId>,
+        selection: Selection,
+        resume: Resume,
     ) -> Result<Follower, StoreError> {
-        let subscription = self.subscribe(order_id);
-        let history = self.history(order_id).await?;
-        // Position i of a history holds status i (the schema guarantees it), so the position
-        // after the resume event is also the index of the next status the follower needs.
-        let start = resume
-            .and_then(|id| history.iter().position(|delivery| delivery.id == id))
-            .map_or(0, |position| position + 1);
-        Ok(Follower {
+        let orders = match selection {
+            Selection::All => {
+                return Ok(Follower {
+                    log: self.clone(),
+                    orders: None,
+                    subscriptions: vec![self.hub.subscribe_all()],
+                    cursor: resume.point(),
+                    pending: VecDeque::new(),
+                    // Every order's stored events come from the store, page by page.
+                    stale: true,
+                    resumed_at_end: false,
+                });
+            }
+            Selection::Orders(orders) => orders,
+        };
+        let subscriptions = orders.iter().map(|id| self.hub.subscribe(*id)).collect();
+        let stored: Vec<Arc<Delivery>> = match orders.as_slice() {
+            // One order: its history, kept in memory once it is delivered.
+            [one] => self.history(*one).await?.to_vec(),
+            many => self
+                .store
+                .events_of(many, None)
+                .await?
+                .iter()
+                .map(|event| Arc::new(Delivery::new(event)))
+                .collect(),
+        };
+        let cursor = match resume {
+            Resume::AfterOwnEvent(id) => stored.iter().any(|d| d.id == id).then_some(id),
+            other => other.point(),
+        };
+        let seen = |d: &&Arc<Delivery>| cursor.is_some_and(|cursor| d.id <= cursor);
+        // An order's events have increasing ids, so those up to the cursor are its first
+        // statuses, and their number is the index of the status it needs next.
+        let orders: Vec<Progress> = orders
+            .iter()
+            .map(|&order_id| Progress {
+                order_id,
+                next_status: stored
+                    .iter()
+                    .filter(|d| d.order_id == order_id)
+                    .filter(seen)
+                    .count(),
+            })
+            .collect();
+        let resumed_at_end = cursor.is_some() && orders.iter().all(Progress::is_finished);
+        let pending = stored.iter().filter(|d| !seen(d)).cloned().collect();
+        let mut follower = Follower {
             log: self.clone(),
-            order_id,
-            subscription,
-            resumed_at_end: start > 0 && history[start - 1].status.is_final(),
-            pending: history[start..].iter().cloned().collect(),
-            next_status: start,
-            catching_up: false,
-        })
+            orders: Some(orders),
+            subscriptions,
+            cursor,
+            pending,
+            stale: false,
+            resumed_at_end,
+        };
+        follower.unsubscribe_finished();
+        Ok(follower)
     }
 
     /// The order's events, encoded for streaming. A delivered order's history never changes,
@@ -153,12 +190,48 @@ impl EventLog {
     }
 }
 
+/// What a stream follows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Selection {
+    /// These orders: at least one, each once.
+    Orders(Vec<Uuid>),
+    /// Every order, for ever.
+    All,
+}
+
+impl Selection {
+    pub fn one(order_id: Uuid) -> Self {
+        Selection::Orders(vec![order_id])
+    }
+}
+
+/// Where a follower starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resume {
+    /// With the first stored event.
+    Start,
+    /// After this id: every event of the selection with a greater id (spec §11).
+    After(EventId),
+    /// After this event of the one order followed, or from its start when the id is not one
+    /// of its events (spec §3).
+    AfterOwnEvent(EventId),
+}
+
+impl Resume {
+    fn point(self) -> Option<EventId> {
+        match self {
+            Resume::Start => None,
+            Resume::After(id) | Resume::AfterOwnEvent(id) => Some(id),
+        }
+    }
+}
+
 /// What [`Follower::next`] hands out.
 #[derive(Debug)]
 pub enum Followed {
-    /// The order's next event.
+    /// The next event.
     Event(Arc<Delivery>),
-    /// Delivered: nothing more will come.
+    /// Every order followed is delivered and sent: nothing more will come.
     End,
     /// The follower fell behind the hub's buffer; it must resume from its last event.
     Lagged,
@@ -166,59 +239,177 @@ pub enum Followed {
     Failed,
 }
 
-/// One follower of one order. See [`EventLog::follow`].
+/// One order of a follower, and the index of the status it needs next.
+struct Progress {
+    order_id: Uuid,
+    next_status: usize,
+}
+
+impl Progress {
+    fn is_finished(&self) -> bool {
+        self.next_status >= OrderStatus::ALL.len()
+    }
+}
+
+/// The most events of every order read from the store at once.
+const ALL_ORDERS_PAGE: u32 = 1000;
+
+/// A follower of one order, several, or all: hands out their events in id order, each once,
+/// with one cursor (the last id handed out), so one `Last-Event-ID` resumes it exactly.
+///
+/// The store is the order of events; the hub only rings the bell. A live event is handed out
+/// as it arrives only when it provably comes next: it is its order's next status and that
+/// order is the only one still open (so for one order, always). Otherwise, when an event of
+/// another order with a smaller id might still be on its way, the live event only marks the
+/// follower stale, and the next step reads "the selection's events after my cursor" from
+/// the store: because ids follow commit order, that read holds every event before the newest
+/// one it returns. See [`EventLog::follow`].
 pub struct Follower {
     log: EventLog,
-    order_id: Uuid,
-    subscription: Subscription,
-    resumed_at_end: bool,
+    /// The orders followed; `None`: every order.
+    orders: Option<Vec<Progress>>,
+    /// One per open order (or one for every order).
+    subscriptions: Vec<Subscription>,
+    /// The id of the last event handed out (or of the resume point).
+    cursor: Option<EventId>,
     /// Events read from the store, not handed out yet.
     pending: VecDeque<Arc<Delivery>>,
-    /// Index of the status the follower needs next.
-    next_status: usize,
-    /// A live event skipped ahead: what came before it is read back from the store.
-    catching_up: bool,
+    /// The store may hold events after the cursor that were not read yet.
+    stale: bool,
+    resumed_at_end: bool,
 }
 
 impl Follower {
-    /// The resume point was the order's `Delivered` event: there is nothing to follow.
+    /// The resume point was after every listed order's `Delivered`: nothing is left.
     pub fn resumed_at_end(&self) -> bool {
         self.resumed_at_end
     }
 
-    /// The next event, in order and once each. Cancel-safe: dropping the future loses
+    /// The next event, in id order and once each. Cancel-safe: dropping the future loses
     /// nothing, so it can race a timer in `select!`.
     pub async fn next(&mut self) -> Followed {
         loop {
-            if self.next_status >= OrderStatus::ALL.len() {
+            if let Some(delivery) = self.pending.pop_front() {
+                if self.take(&delivery) {
+                    return Followed::Event(delivery);
+                }
+                continue;
+            }
+            if self.is_finished() {
                 return Followed::End;
             }
-            if let Some(delivery) = self.pending.pop_front() {
-                if delivery.status.index() == self.next_status {
-                    self.next_status += 1;
-                    return Followed::Event(delivery);
-                }
-                continue;
-            }
-            if self.catching_up {
-                // Concurrent publishers' events reached the hub out of order.
-                let Ok(stored) = self.log.history(self.order_id).await else {
+            if self.stale {
+                if self.read_store().await.is_err() {
                     return Followed::Failed;
-                };
-                self.pending
-                    .extend(stored.iter().skip(self.next_status).cloned());
-                self.catching_up = false;
+                }
                 continue;
             }
-            match self.subscription.recv().await {
-                Ok(delivery) if delivery.status.index() == self.next_status => {
-                    self.next_status += 1;
+            match self.recv().await {
+                Ok(delivery) if self.is_handed_out(&delivery) => {}
+                Ok(delivery) if self.comes_next(&delivery) => {
+                    self.take(&delivery);
                     return Followed::Event(delivery);
                 }
-                // Newer than the next one: catch up. Older: already handed out.
-                Ok(delivery) => self.catching_up = delivery.status.index() > self.next_status,
+                Ok(_) => self.stale = true,
                 Err(RecvError::Lagged(_)) => return Followed::Lagged,
                 Err(RecvError::Closed) => return Followed::End,
+            }
+        }
+    }
+
+    fn is_finished(&self) -> bool {
+        self.orders
+            .as_ref()
+            .is_some_and(|orders| orders.iter().all(Progress::is_finished))
+    }
+
+    fn is_handed_out(&self, delivery: &Delivery) -> bool {
+        self.cursor.is_some_and(|cursor| delivery.id <= cursor)
+    }
+
+    /// Whether no event can come between the cursor and `delivery`.
+    fn comes_next(&self, delivery: &Delivery) -> bool {
+        let Some(orders) = &self.orders else {
+            return false;
+        };
+        let mut open = orders.iter().filter(|order| !order.is_finished());
+        match (open.next(), open.next()) {
+            (Some(only), None) => {
+                only.order_id == delivery.order_id && only.next_status == delivery.status.index()
+            }
+            _ => false,
+        }
+    }
+
+    /// Moves the cursor past `delivery` if it is the next event of its order; whether it did.
+    fn take(&mut self, delivery: &Delivery) -> bool {
+        if self.is_handed_out(delivery) {
+            return false;
+        }
+        if let Some(orders) = &mut self.orders {
+            let Some(order) = orders.iter_mut().find(|o| o.order_id == delivery.order_id) else {
+                return false;
+            };
+            if order.next_status != delivery.status.index() {
+                return false;
+            }
+            order.next_status += 1;
+            if order.is_finished() {
+                self.unsubscribe_finished();
+            }
+        }
+        self.cursor = Some(delivery.id);
+        true
+    }
+
+    /// Stops listening for orders that are delivered and sent.
+    fn unsubscribe_finished(&mut self) {
+        let Some(orders) = &self.orders else { return };
+        let finished = |id: Uuid| {
+            orders
+                .iter()
+                .any(|order| order.order_id == id && order.is_finished())
+        };
+        self.subscriptions
+            .retain(|s| s.order_id().is_none_or(|id| !finished(id)));
+    }
+
+    /// Reads the selection's events after the cursor into `pending`.
+    async fn read_store(&mut self) -> Result<(), StoreError> {
+        let events = match &self.orders {
+            Some(orders) => {
+                let open: Vec<Uuid> = orders
+                    .iter()
+                    .filter(|order| !order.is_finished())
+                    .map(|order| order.order_id)
+                    .collect();
+                let events = self.log.store.events_of(&open, self.cursor).await?;
+                self.stale = false;
+                events
+            }
+            None => {
+                let events = self
+                    .log
+                    .store
+                    .events_after(self.cursor, ALL_ORDERS_PAGE)
+                    .await?;
+                // A full page: there may be more after it.
+                self.stale = events.len() == ALL_ORDERS_PAGE as usize;
+                events
+            }
+        };
+        self.pending
+            .extend(events.iter().map(|event| Arc::new(Delivery::new(event))));
+        Ok(())
+    }
+
+    /// The next live event of any order followed.
+    async fn recv(&mut self) -> Result<Arc<Delivery>, RecvError> {
+        match self.subscriptions.as_mut_slice() {
+            [one] => one.recv().await,
+            many => {
+                let receiving = many.iter_mut().map(|s| Box::pin(s.recv()));
+                futures::future::select_all(receiving).await.0
             }
         }
     }
@@ -248,6 +439,13 @@ mod tests {
         async fn events(&self, order_id: Uuid) -> Result<Vec<OrderEvent>, StoreError> {
             self.reads.fetch_add(1, Ordering::SeqCst);
             self.inner.events(order_id).await
+        }
+        async fn events_of(
+            &self,
+            orders: &[Uuid],
+            after: Option<EventId>,
+        ) -> Result<Vec<OrderEvent>, StoreError> {
+            self.inner.events_of(orders, after).await
         }
         async fn events_after(
             &self,
@@ -300,7 +498,12 @@ mod tests {
                     let log = log.clone();
                     tokio::spawn(async move {
                         tokio::time::sleep(std::time::Duration::from_micros(n * 150)).await;
-                        statuses(log.follow(order, None).await.unwrap()).await
+                        statuses(
+                            log.follow(Selection::one(order), Resume::Start)
+                                .await
+                                .unwrap(),
+                        )
+                        .await
                     })
                 })
                 .collect();
@@ -324,6 +527,187 @@ mod tests {
         }
     }
 
+    /// Follows until the end; returns the events handed out.
+    async fn deliveries(mut follower: Follower) -> Vec<Arc<Delivery>> {
+        let mut seen = Vec::new();
+        loop {
+            match tokio::time::timeout(std::time::Duration::from_secs(10), follower.next()).await {
+                Ok(Followed::Event(delivery)) => seen.push(delivery),
+                Ok(Followed::End) => return seen,
+                other => panic!("unexpected {other:?} after {} events", seen.len()),
+            }
+        }
+    }
+
+    fn ids(deliveries: &[Arc<Delivery>]) -> Vec<EventId> {
+        deliveries.iter().map(|d| d.id).collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn followers_of_several_orders_get_each_event_once_in_id_order_while_publishers_race() {
+        let (_dir, log) = log().await;
+        for _round in 0..5 {
+            let orders: Vec<Uuid> = (0..8).map(|_| Uuid::new_v4()).collect();
+            // Followers of overlapping subsets, starting before, during and after publishing.
+            let followers: Vec<_> = (0..12u64)
+                .map(|n| {
+                    let log = log.clone();
+                    let subset: Vec<Uuid> = orders
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| (*i as u64 + n) % 3 != 0)
+                        .map(|(_, id)| *id)
+                        .collect();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(std::time::Duration::from_micros(n * 400)).await;
+                        let follower = log
+                            .follow(Selection::Orders(subset.clone()), Resume::Start)
+                            .await
+                            .unwrap();
+                        (subset, deliveries(follower).await)
+                    })
+                })
+                .collect();
+            // Two publishers race for every status of every order, orders interleaved.
+            let publishers: Vec<_> = (0..2)
+                .map(|_| {
+                    let (log, orders) = (log.clone(), orders.clone());
+                    tokio::spawn(async move {
+                        for status in OrderStatus::ALL {
+                            for order in &orders {
+                                let _ = log.publish(*order, status).await;
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for publisher in publishers {
+                publisher.await.unwrap();
+            }
+            for follower in followers {
+                let (subset, seen) = follower.await.unwrap();
+                let stored = log.store.events_of(&subset, None).await.unwrap();
+                let stored_ids: Vec<EventId> = stored.iter().map(|e| e.id).collect();
+                assert_eq!(ids(&seen), stored_ids, "every event once, in id order");
+                assert_eq!(seen.len(), subset.len() * OrderStatus::ALL.len());
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn several_orders_resume_from_any_id_with_exactly_the_rest() {
+        let (_dir, log) = log().await;
+        let (a, b, other) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let mut all = Vec::new();
+        for status in OrderStatus::ALL {
+            for order in [a, other, b] {
+                all.push(log.publish(order, status).await.unwrap());
+            }
+        }
+        let listed: Vec<EventId> = all
+            .iter()
+            .filter(|e| e.update.order_id != other)
+            .map(|e| e.id)
+            .collect();
+        let both = || Selection::Orders(vec![a, b]);
+        // Every id, the listed orders' and the other order's, is a resume point.
+        for event in &all {
+            let follower = log.follow(both(), Resume::After(event.id)).await.unwrap();
+            let rest: Vec<EventId> = listed.iter().copied().filter(|id| *id > event.id).collect();
+            if rest.is_empty() {
+                assert!(follower.resumed_at_end(), "after {:?}", event.id);
+            } else {
+                assert!(!follower.resumed_at_end());
+                assert_eq!(
+                    ids(&deliveries(follower).await),
+                    rest,
+                    "after {:?}",
+                    event.id
+                );
+            }
+        }
+        let from_start = log.follow(both(), Resume::Start).await.unwrap();
+        assert_eq!(ids(&deliveries(from_start).await), listed);
+    }
+
+    #[tokio::test]
+    async fn a_live_event_that_may_have_an_earlier_one_elsewhere_waits_for_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/orders.db", dir.path().display());
+        let store = Arc::new(SqliteStore::open(&url).await.unwrap());
+        let log = EventLog::new(store.clone(), Arc::new(LocalHub::default()), Arc::default());
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let mut follower = log
+            .follow(Selection::Orders(vec![a, b]), Resume::Start)
+            .await
+            .unwrap();
+        // a's event commits first but its hand-off is late; b's reaches the hub first.
+        let first = store
+            .append(&OrderStatusUpdate::new(a, OrderStatus::Created, Utc::now()))
+            .await
+            .unwrap();
+        let second = store
+            .append(&OrderStatusUpdate::new(b, OrderStatus::Created, Utc::now()))
+            .await
+            .unwrap();
+        log.hub.publish(&second);
+        let mut seen = Vec::new();
+        for _ in 0..2 {
+            match tokio::time::timeout(std::time::Duration::from_secs(5), follower.next())
+                .await
+                .unwrap()
+            {
+                Followed::Event(delivery) => seen.push(delivery.id),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(seen, [first.id, second.id]);
+        // a's late hand-off is a duplicate now and is skipped.
+        log.hub.publish(&first);
+        let third = log.publish(a, OrderStatus::PaymentConfirmed).await.unwrap();
+        match follower.next().await {
+            Followed::Event(delivery) => assert_eq!(delivery.id, third.id),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_follower_of_every_order_reads_from_its_cursor_then_live_and_never_ends() {
+        let (_dir, log) = log().await;
+        let mut earlier = Vec::new();
+        for _ in 0..3 {
+            earlier.push(
+                log.publish(Uuid::new_v4(), OrderStatus::Created)
+                    .await
+                    .unwrap(),
+            );
+        }
+        let mut follower = log
+            .follow(Selection::All, Resume::After(earlier[0].id))
+            .await
+            .unwrap();
+        let order = Uuid::new_v4();
+        let mut live = Vec::new();
+        for status in OrderStatus::ALL {
+            live.push(log.publish(order, status).await.unwrap().id);
+        }
+        let mut seen = Vec::new();
+        for _ in 0..8 {
+            match follower.next().await {
+                Followed::Event(delivery) => seen.push(delivery.id),
+                other => panic!("{other:?}"),
+            }
+        }
+        let expected: Vec<EventId> = [earlier[1].id, earlier[2].id]
+            .into_iter()
+            .chain(live)
+            .collect();
+        assert_eq!(seen, expected);
+        // Delivered ends nothing: it waits for the next order.
+        let waiting = tokio::time::timeout(std::time::Duration::from_millis(200), follower.next());
+        assert!(waiting.await.is_err());
+    }
+
     #[tokio::test]
     async fn a_follower_resumes_after_its_event_or_from_the_start() {
         let (_dir, log) = log().await;
@@ -332,20 +716,41 @@ mod tests {
         for status in OrderStatus::ALL {
             ids.push(log.publish(order, status).await.unwrap().id);
         }
-        let after_packed = statuses(log.follow(order, Some(ids[2])).await.unwrap()).await;
+        let after_packed = statuses(
+            log.follow(Selection::one(order), Resume::AfterOwnEvent(ids[2]))
+                .await
+                .unwrap(),
+        )
+        .await;
         assert_eq!(after_packed, OrderStatus::ALL[3..]);
-        let unknown = statuses(log.follow(order, Some(EventId(i64::MAX))).await.unwrap()).await;
+        let unknown = statuses(
+            log.follow(
+                Selection::one(order),
+                Resume::AfterOwnEvent(EventId(i64::MAX)),
+            )
+            .await
+            .unwrap(),
+        )
+        .await;
         assert_eq!(unknown, OrderStatus::ALL);
         let other_order = log
             .publish(Uuid::new_v4(), OrderStatus::Created)
             .await
             .unwrap();
-        let foreign = statuses(log.follow(order, Some(other_order.id)).await.unwrap()).await;
+        let foreign = statuses(
+            log.follow(Selection::one(order), Resume::AfterOwnEvent(other_order.id))
+                .await
+                .unwrap(),
+        )
+        .await;
         assert_eq!(foreign, OrderStatus::ALL);
-        let at_end = log.follow(order, Some(ids[5])).await.unwrap();
+        let at_end = log
+            .follow(Selection::one(order), Resume::AfterOwnEvent(ids[5]))
+            .await
+            .unwrap();
         assert!(at_end.resumed_at_end());
         assert!(!log
-            .follow(order, Some(ids[4]))
+            .follow(Selection::one(order), Resume::AfterOwnEvent(ids[4]))
             .await
             .unwrap()
             .resumed_at_end());
@@ -359,7 +764,10 @@ mod tests {
         let log = EventLog::new(store.clone(), Arc::new(LocalHub::default()), Arc::default());
         let order = Uuid::new_v4();
         log.publish(order, OrderStatus::Created).await.unwrap();
-        let mut follower = log.follow(order, None).await.unwrap();
+        let mut follower = log
+            .follow(Selection::one(order), Resume::Start)
+            .await
+            .unwrap();
         // Two events stored, but only the later one reaches the hub (as when two
         // publishers' hand-offs cross).
         let update = |status| OrderStatusUpdate::new(order, status, Utc::now());

@@ -1,6 +1,7 @@
 //! Where events are fanned out: one bounded broadcast channel per order that has
-//! subscribers, created by the first subscriber and removed with the last. Every subscriber
-//! of an order gets every event; nothing is kept for orders nobody watches (the store has it).
+//! subscribers, created by the first subscriber and removed with the last, and one for
+//! subscribers of every order (the back office's stream). Every subscriber of an order gets
+//! every event; nothing is kept for orders nobody watches (the store has it).
 //!
 //! The hub carries deliveries: an event encoded once as its frame ([`sse`]), shared by every
 //! subscriber, with the id and status followers order them by. It knows nothing of HTTP.
@@ -23,11 +24,14 @@ use crate::server::sse;
 /// How many events a subscriber may fall behind before it is dropped. An order has at most
 /// six events, so only a subscriber whose connection stalls can ever reach it.
 pub const SUBSCRIBER_BUFFER: usize = 16;
+/// The same for subscribers of every order, who see every order's events go by.
+pub const ALL_ORDERS_BUFFER: usize = 1024;
 
 /// An event as it goes out: encoded once, shared by every subscriber.
 #[derive(Debug)]
 pub struct Delivery {
     pub id: EventId,
+    pub order_id: Uuid,
     pub status: OrderStatus,
     /// The encoded event, written to subscribers as it is.
     pub frame: Bytes,
@@ -37,6 +41,7 @@ impl Delivery {
     pub fn new(event: &OrderEvent) -> Self {
         Self {
             id: event.id,
+            order_id: event.update.order_id,
             status: event.status(),
             frame: sse::event_frame(event),
         }
@@ -58,6 +63,9 @@ pub trait Hub: Send + Sync + 'static {
     /// Starts receiving every event of `order_id` that reaches this instance from now on.
     fn subscribe(&self, order_id: Uuid) -> Subscription;
 
+    /// Starts receiving every event of every order that reaches this instance from now on.
+    fn subscribe_all(&self) -> Subscription;
+
     /// Fans out an event this instance has just committed.
     fn publish(&self, event: &OrderEvent);
 
@@ -69,15 +77,30 @@ pub trait Hub: Send + Sync + 'static {
 
 type Channels = HashMap<Uuid, broadcast::Sender<Arc<Delivery>>>;
 
-/// The hub of one instance: a bounded broadcast channel per watched order.
-#[derive(Clone, Default)]
+/// The hub of one instance: a bounded broadcast channel per watched order, and one for
+/// every order.
+#[derive(Clone)]
 pub struct LocalHub {
     channels: Arc<Mutex<Channels>>,
+    all_orders: broadcast::Sender<Arc<Delivery>>,
+}
+
+impl Default for LocalHub {
+    fn default() -> Self {
+        Self {
+            channels: Arc::default(),
+            all_orders: broadcast::channel(ALL_ORDERS_BUFFER).0,
+        }
+    }
 }
 
 impl Hub for LocalHub {
     fn subscribe(&self, order_id: Uuid) -> Subscription {
         LocalHub::subscribe(self, order_id)
+    }
+
+    fn subscribe_all(&self) -> Subscription {
+        LocalHub::subscribe_all(self)
     }
 
     fn publish(&self, event: &OrderEvent) {
@@ -100,17 +123,33 @@ impl LocalHub {
             .subscribe();
         Subscription {
             receiver,
-            order_id,
+            order_id: Some(order_id),
             hub: self.clone(),
         }
     }
 
-    /// Hands `delivery` to every current subscriber of its order; returns how many.
+    /// Starts receiving every event of every order delivered from now on.
+    pub fn subscribe_all(&self) -> Subscription {
+        Subscription {
+            receiver: self.all_orders.subscribe(),
+            order_id: None,
+            hub: self.clone(),
+        }
+    }
+
+    /// Hands `delivery` to every current subscriber of its order and of every order;
+    /// returns how many.
     pub fn deliver(&self, order_id: Uuid, delivery: Arc<Delivery>) -> usize {
-        match self.channels().get(&order_id) {
+        let to_all = if self.all_orders.receiver_count() > 0 {
+            self.all_orders.send(delivery.clone()).unwrap_or(0)
+        } else {
+            0
+        };
+        let to_order = match self.channels().get(&order_id) {
             Some(sender) => sender.send(delivery).unwrap_or(0),
             None => 0,
-        }
+        };
+        to_all + to_order
     }
 
     /// Orders with at least one subscriber.
@@ -122,11 +161,17 @@ impl LocalHub {
 /// One subscriber's receiving end; leaving unsubscribes.
 pub struct Subscription {
     receiver: broadcast::Receiver<Arc<Delivery>>,
-    order_id: Uuid,
+    /// `None`: every order.
+    order_id: Option<Uuid>,
     hub: LocalHub,
 }
 
 impl Subscription {
+    /// The order it receives, `None` for every order.
+    pub fn order_id(&self) -> Option<Uuid> {
+        self.order_id
+    }
+
     pub async fn recv(&mut self) -> Result<Arc<Delivery>, broadcast::error::RecvError> {
         self.receiver.recv().await
     }
@@ -134,12 +179,15 @@ impl Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
+        let Some(order_id) = self.order_id else {
+            return;
+        };
         let mut channels = self.hub.channels();
         // Subscribing happens under the same lock, so the count cannot change meanwhile;
         // this subscription's own receiver is still alive here and is the one counted.
-        if let Some(sender) = channels.get(&self.order_id) {
+        if let Some(sender) = channels.get(&order_id) {
             if sender.receiver_count() <= 1 {
-                channels.remove(&self.order_id);
+                channels.remove(&order_id);
             }
         }
     }
@@ -153,6 +201,7 @@ mod tests {
     fn delivery(order: Uuid, id: i64, status: OrderStatus) -> Arc<Delivery> {
         Arc::new(Delivery {
             id: EventId(id),
+            order_id: order,
             status,
             frame: Bytes::from(format!("{order} {id}")),
         })
@@ -178,6 +227,23 @@ mod tests {
             assert_eq!(sub.recv().await.unwrap().id, EventId(2));
         }
         assert!(other.receiver.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_of_every_order_gets_every_orders_events() {
+        let hub = LocalHub::default();
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        // Nobody listens: nothing is kept.
+        assert_eq!(hub.deliver(a, delivery(a, 1, OrderStatus::Created)), 0);
+        let mut all = hub.subscribe_all();
+        let mut of_a = hub.subscribe(a);
+        assert_eq!(hub.deliver(a, delivery(a, 2, OrderStatus::Created)), 2);
+        assert_eq!(hub.deliver(b, delivery(b, 3, OrderStatus::Created)), 1);
+        assert_eq!(all.recv().await.unwrap().id, EventId(2));
+        assert_eq!(all.recv().await.unwrap().id, EventId(3));
+        assert_eq!(of_a.recv().await.unwrap().id, EventId(2));
+        drop(all);
+        assert_eq!(hub.watched_orders(), 1);
     }
 
     #[tokio::test]

@@ -200,6 +200,10 @@ impl Hub for BusHub {
         self.local.subscribe(order_id)
     }
 
+    fn subscribe_all(&self) -> Subscription {
+        self.local.subscribe_all()
+    }
+
     fn publish(&self, event: &OrderEvent) {
         self.deliver(event);
         // Never makes the publisher wait: a full queue means the bus is far behind, and the

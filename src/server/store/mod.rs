@@ -68,6 +68,15 @@ pub trait EventStore: Send + Sync + 'static {
     /// Every event of the order, oldest first (`Created` first); empty for an unknown order.
     async fn events(&self, order_id: Uuid) -> Result<Vec<OrderEvent>, StoreError>;
 
+    /// The events of the listed orders with an id above `after` (all of them when none), in
+    /// id order: what a stream of several orders replays and catches up with. At most six
+    /// events per order, so no limit is needed.
+    async fn events_of(
+        &self,
+        orders: &[Uuid],
+        after: Option<EventId>,
+    ) -> Result<Vec<OrderEvent>, StoreError>;
+
     /// Up to `limit` events of any order with an id above `after` (from the start when none),
     /// in id order: the one indexed query an instance catches up with, whatever the number of
     /// orders it watches.

@@ -175,6 +175,25 @@ impl EventStore for PostgresStore {
         .await
     }
 
+    async fn events_of(
+        &self,
+        orders: &[Uuid],
+        after: Option<EventId>,
+    ) -> Result<Vec<OrderEvent>, StoreError> {
+        in_time(async {
+            let rows = sqlx::query(
+                "SELECT id, order_id, status, at_ms FROM events \
+                 WHERE order_id = ANY($1) AND id > $2 ORDER BY id",
+            )
+            .bind(orders)
+            .bind(after.map_or(0, |id| id.0))
+            .fetch_all(&self.pool)
+            .await?;
+            rows.iter().map(event_from_row).collect()
+        })
+        .await
+    }
+
     async fn events_after(
         &self,
         after: Option<EventId>,

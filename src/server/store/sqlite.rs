@@ -140,6 +140,30 @@ impl EventStore for SqliteStore {
         rows.iter().map(event_from_row).collect()
     }
 
+    async fn events_of(
+        &self,
+        orders: &[Uuid],
+        after: Option<EventId>,
+    ) -> Result<Vec<OrderEvent>, StoreError> {
+        if orders.is_empty() {
+            return Ok(Vec::new());
+        }
+        let placeholders = vec!["?"; orders.len()].join(", ");
+        let sql = format!(
+            "SELECT id, order_id, status, at_ms FROM events \
+             WHERE order_id IN ({placeholders}) AND id > ? ORDER BY id"
+        );
+        let mut query = sqlx::query(&sql);
+        for order in orders {
+            query = query.bind(order.to_string());
+        }
+        let rows = query
+            .bind(after.map_or(0, |id| id.0))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
     async fn events_after(
         &self,
         after: Option<EventId>,

@@ -258,6 +258,35 @@ async fn events_after_reads_every_order_in_id_order(backend: Backend) {
     assert_eq!(store.last_id().await.unwrap(), Some(ids[3]));
 }
 
+async fn events_of_reads_the_listed_orders_after_a_point_in_id_order(backend: Backend) {
+    let scratch = Scratch::new(backend).await;
+    let store = scratch.open().await;
+    let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let mut ids = Vec::new();
+    for (order, status) in [
+        (a, OrderStatus::Created),
+        (c, OrderStatus::Created),
+        (b, OrderStatus::Created),
+        (a, OrderStatus::PaymentConfirmed),
+        (c, OrderStatus::PaymentConfirmed),
+        (b, OrderStatus::PaymentConfirmed),
+    ] {
+        ids.push(store.append(&update(order, status)).await.unwrap().id);
+    }
+    let ids_of =
+        |events: Vec<crate::domain::OrderEvent>| events.iter().map(|e| e.id).collect::<Vec<_>>();
+    let listed = store.events_of(&[b, a], None).await.unwrap();
+    assert_eq!(ids_of(listed), [ids[0], ids[2], ids[3], ids[5]]);
+    let after = store.events_of(&[a, b], Some(ids[2])).await.unwrap();
+    assert_eq!(ids_of(after), [ids[3], ids[5]]);
+    assert!(store.events_of(&[], None).await.unwrap().is_empty());
+    assert!(store
+        .events_of(&[Uuid::new_v4()], None)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
 /// What the one-cursor catch-up relies on: a reader that repeatedly asks for "events after
 /// the largest id I have seen" while two instances publish concurrently never skips an
 /// event, which it would if a smaller id could become visible after a larger one.
@@ -344,6 +373,7 @@ on_both_stores!(
     recent_lists_newest_first_with_current_status,
     events_survive_reopening_with_the_same_ids,
     events_after_reads_every_order_in_id_order,
+    events_of_reads_the_listed_orders_after_a_point_in_id_order,
     ids_become_visible_in_commit_order_under_concurrency,
 );
 
