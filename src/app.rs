@@ -4,7 +4,7 @@ use leptos_meta::{provide_meta_context, Link, Meta, MetaTags, Stylesheet, Title}
 use leptos_router::components::{Route, Router, Routes, A};
 use leptos_router::{path, SsrMode};
 
-use crate::pages::{HomePage, NotFound, OrderPage};
+use crate::pages::{HomePage, MyOrdersPage, NotFound, OrderPage};
 
 /// The document around the app, rendered on the server only.
 pub fn shell(options: LeptosOptions) -> impl IntoView {
@@ -51,6 +51,9 @@ pub fn App() -> impl IntoView {
                     "Parcelle"
                 </A>
                 <span class="tagline">"Order tracking"</span>
+                <nav class="site-nav" aria-label="Site">
+                    <A href="/my-orders">"Your orders"</A>
+                </nav>
             </header>
             <main class="page">
                 // Async: the whole page is rendered before it is sent, so it reads right
@@ -58,6 +61,7 @@ pub fn App() -> impl IntoView {
                 <Routes fallback=NotFound>
                     <Route path=path!("/") view=HomePage ssr=SsrMode::Async />
                     <Route path=path!("/orders/:id") view=OrderPage ssr=SsrMode::Async />
+                    <Route path=path!("/my-orders") view=MyOrdersPage ssr=SsrMode::Async />
                 </Routes>
             </main>
             <footer class="site-footer">"Live updates over Server-Sent Events."</footer>

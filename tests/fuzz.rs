@@ -102,12 +102,13 @@ proptest! {
     }
 
     #[test]
-    fn any_query_string(query in any::<String>(), route in 0usize..3) {
+    fn any_query_string(query in any::<String>(), route in 0usize..4) {
         let query = percent_encode(&query).replace("%3D", "=").replace("%26", "&");
         let id = uuid::Uuid::new_v4();
         let (method, uri) = match route {
             0 => (Method::GET, format!("/api/orders?{query}")),
             1 => (Method::POST, format!("/orders/{id}/simulate?{query}")),
+            2 => (Method::GET, format!("/stream?order={id}&{query}")),
             _ => (Method::GET, format!("/orders/{id}/stream?{query}")),
         };
         let request = Request::builder().method(method).uri(&uri).body(Body::empty()).unwrap();

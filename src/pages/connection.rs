@@ -3,7 +3,7 @@
 //! (`super::live`), which moves it.
 
 /// The server renders only `Connecting` and `Completed`; the others come from the browser.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
 pub enum Connection {
     Connecting,

@@ -1,5 +1,5 @@
 //! `/`: find an order by its number or link; in demo mode also place a demo order and see the
-//! recent orders with their current status.
+//! recent orders with their current status, kept live by the every-order stream.
 //!
 //! An order id is the capability to watch that order (spec §6), so with `ADMIN_TOKEN` set the
 //! page lists nothing: the server function below returns no orders, not merely a page that
@@ -10,7 +10,7 @@ use leptos_router::components::Redirect;
 use leptos_router::hooks::use_query_map;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{parse_order_reference, OrderSummary};
+use crate::domain::{parse_order_reference, EventId, OrderStatus, OrderStatusUpdate, OrderSummary};
 use crate::pages::time::utc_label;
 
 /// What the home page shows.
@@ -20,6 +20,8 @@ pub struct HomeData {
     pub demo_mode: bool,
     /// The most recent orders, in demo mode only.
     pub recent: Option<Vec<OrderSummary>>,
+    /// The last event id when they were read: the live list resumes after it.
+    pub last_event_id: Option<EventId>,
 }
 
 #[server(prefix = "/_server")]
@@ -32,22 +34,28 @@ pub async fn load_home() -> Result<HomeData, ServerFnError> {
         return Ok(HomeData {
             demo_mode: false,
             recent: None,
+            last_event_id: None,
         });
     }
+    let failed_listing = |err| {
+        failed(
+            "listing recent orders",
+            err,
+            "The recent orders cannot be listed right now.",
+        )
+    };
+    // Read before the list, so that no event is missed between the two (one counted in both
+    // only sets a status again).
+    let last_event_id = state.event_log.last_id().await.map_err(failed_listing)?;
     let recent = state
         .event_log
         .recent(RECENT_ON_HOME)
         .await
-        .map_err(|err| {
-            failed(
-                "listing recent orders",
-                err,
-                "The recent orders cannot be listed right now.",
-            )
-        })?;
+        .map_err(failed_listing)?;
     Ok(HomeData {
         demo_mode: true,
         recent: Some(recent),
+        last_event_id,
     })
 }
 
@@ -118,7 +126,9 @@ pub fn HomePage() -> impl IntoView {
         <Suspense>
             {move || Suspend::new(async move {
                 match data.await {
-                    Ok(HomeData { recent: Some(recent), .. }) => Some(view! { <RecentOrders recent /> }.into_any()),
+                    Ok(HomeData { recent: Some(recent), last_event_id, .. }) => {
+                        Some(view! { <RecentOrders recent last_event_id /> }.into_any())
+                    }
                     Ok(HomeData { recent: None, .. }) => None,
                     Err(err) => Some(view! {
                         <section class="card"><p class="error">{err.to_string()}</p></section>
@@ -163,20 +173,52 @@ fn TrackOrder() -> impl IntoView {
     }
 }
 
+/// Applies an event to the recent orders: a status changes in place (never backwards); a new
+/// order goes on top, and the list keeps `keep` rows.
+#[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
+pub fn place_update(rows: &mut Vec<OrderSummary>, update: &OrderStatusUpdate, keep: usize) {
+    if let Some(row) = rows.iter_mut().find(|row| row.id == update.order_id) {
+        if update.status > row.status {
+            row.status = update.status;
+            row.updated_at = update.timestamp;
+        }
+    } else if update.status == OrderStatus::Created {
+        rows.insert(
+            0,
+            OrderSummary {
+                id: update.order_id,
+                status: update.status,
+                created_at: update.timestamp,
+                updated_at: update.timestamp,
+            },
+        );
+        rows.truncate(keep);
+    }
+}
+
+/// How many recent orders the list keeps as new ones arrive.
+const RECENT_KEPT: usize = 10;
+
 #[component]
-fn RecentOrders(recent: Vec<OrderSummary>) -> impl IntoView {
+fn RecentOrders(recent: Vec<OrderSummary>, last_event_id: Option<EventId>) -> impl IntoView {
+    let rows = RwSignal::new(recent);
+    #[cfg(feature = "hydrate")]
+    Effect::new(move |_| {
+        let feed = crate::pages::recent::RecentFeed::start(rows, last_event_id, RECENT_KEPT);
+        let feed = send_wrapper::SendWrapper::new(feed);
+        on_cleanup(move || feed.take().stop());
+    });
+    #[cfg(not(feature = "hydrate"))]
+    let _ = (last_event_id, RECENT_KEPT);
     view! {
         <section class="card">
             <h2>"Recent orders"</h2>
-            {if recent.is_empty() {
-                view! { <p class="muted">"No orders yet."</p> }.into_any()
-            } else {
-                view! {
-                    <ul class="order-list" data-testid="recent-orders">
-                        {recent.into_iter().map(|order| view! { <OrderRow order /> }).collect_view()}
-                    </ul>
-                }.into_any()
-            }}
+            <Show when=move || rows.with(|rows| !rows.is_empty())
+                fallback=|| view! { <p class="muted" data-testid="no-orders">"No orders yet."</p> }>
+                <ul class="order-list" data-testid="recent-orders">
+                    {move || rows.get().into_iter().map(|order| view! { <OrderRow order /> }).collect_view()}
+                </ul>
+            </Show>
         </section>
     }
 }
@@ -187,12 +229,48 @@ fn OrderRow(order: OrderSummary) -> impl IntoView {
     let short = id[..8].to_owned();
     let status = order.status;
     view! {
-        <li>
+        <li data-testid="recent-order" data-order=id.clone() data-status=status.wire_name()>
             <a href=format!("/orders/{id}") class="order-link">
                 <span class="order-number">"Order " <code>{short}</code></span>
                 <span class=format!("pill status-{}", status.wire_name())>{status.label()}</span>
                 <time class="muted" datetime=order.updated_at.to_rfc3339()>{utc_label(order.updated_at)}</time>
             </a>
         </li>
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+    use uuid::Uuid;
+
+    fn update(order_id: Uuid, status: OrderStatus, second: u32) -> OrderStatusUpdate {
+        let at = Utc.with_ymd_and_hms(2026, 11, 24, 10, 0, second).unwrap();
+        OrderStatusUpdate::new(order_id, status, at)
+    }
+
+    #[test]
+    fn a_new_order_goes_on_top_and_a_status_changes_in_place() {
+        let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let mut rows = Vec::new();
+        place_update(&mut rows, &update(a, OrderStatus::Created, 1), 2);
+        place_update(&mut rows, &update(b, OrderStatus::Created, 2), 2);
+        place_update(&mut rows, &update(a, OrderStatus::PaymentConfirmed, 3), 2);
+        assert_eq!(rows.iter().map(|r| r.id).collect::<Vec<_>>(), [b, a]);
+        assert_eq!(rows[1].status, OrderStatus::PaymentConfirmed);
+        assert_eq!(
+            rows[1].updated_at,
+            update(a, OrderStatus::Created, 3).timestamp
+        );
+        // Replayed or late: never backwards.
+        place_update(&mut rows, &update(a, OrderStatus::Created, 4), 2);
+        assert_eq!(rows[1].status, OrderStatus::PaymentConfirmed);
+        // A later status of an order not listed is not a new order; a new one pushes the
+        // oldest out.
+        place_update(&mut rows, &update(c, OrderStatus::Packed, 5), 2);
+        assert_eq!(rows.len(), 2);
+        place_update(&mut rows, &update(c, OrderStatus::Created, 6), 2);
+        assert_eq!(rows.iter().map(|r| r.id).collect::<Vec<_>>(), [c, b]);
     }
 }

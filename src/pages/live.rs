@@ -1,15 +1,30 @@
-//! The browser's side of the stream: an EventSource on `/orders/{id}/stream` that resumes
-//! after the last event the page shows, feeds new events into the timeline, keeps the
-//! connection badge honest, and is closed after `Delivered` and when the page goes away.
+//! The browser's side of the streams: **one connection per browser** for every order shown in
+//! any of its tabs (spec §11).
+//!
+//! Each page registers what it shows with [`LiveFeed::start`]: an order and the signals of
+//! its timeline and badge. The tabs elect one *holder* with the Web Locks API (the lock is
+//! held until the tab goes away, closed or crashed, and then passes to a waiting tab). The
+//! holder opens one `/stream?order=…` for every order any tab wants, resuming with one id,
+//! and relays each event and the connection's state to the other tabs over a
+//! `BroadcastChannel`. Where either API is missing, a tab is its own holder with no channel:
+//! one stream per tab, as before.
+//!
+//! Nothing is shown twice or missed: a timeline only takes an order's *next* status, and each
+//! tab tells the holder the last event it has of each order. The holder keeps every event it
+//! relayed (an order has at most six), so a tab that joins late is sent what it lacks; an
+//! order the stream does not cover from that point yet makes the holder reopen the stream
+//! from there (other tabs drop what they already have).
 use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::time::Duration;
 
 use leptos::prelude::*;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 use wasm_bindgen::closure::Closure;
-use wasm_bindgen::JsCast;
-use web_sys::{Event, EventSource, MessageEvent};
+use wasm_bindgen::{JsCast, JsValue};
+use web_sys::{BroadcastChannel, Event, EventSource, MessageEvent};
 
 use crate::domain::{EventId, OrderEvent, OrderStatusUpdate, RETRY_MS};
 use crate::pages::connection::Connection;
@@ -17,159 +32,596 @@ use crate::pages::time::local_label;
 
 /// Delay before reopening a source the browser gave up on: the server's `retry`.
 const REOPEN_AFTER: Duration = Duration::from_millis(RETRY_MS);
+/// Changes of the wanted orders within this delay make one reopening, not several.
+const SETTLE: Duration = Duration::from_millis(30);
+/// The Web Lock the tabs compete for, and the channel they talk on.
+const LOCK: &str = "order-tracking-stream";
+const CHANNEL: &str = "order-tracking";
+/// The most orders one stream follows (the server's limit).
+const MAX_ORDERS: usize = 100;
 
-struct Feed {
+/// What the tabs say to each other.
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "t")]
+enum Message {
+    /// A tab's open orders and the last event it has of each; sent on every change and when
+    /// a new holder asks.
+    Want {
+        tab: u32,
+        orders: Vec<(Uuid, Option<EventId>)>,
+    },
+    /// A tab is going away.
+    Bye { tab: u32 },
+    /// A new holder asks every tab what it wants.
+    Who,
+    /// An event from the stream, as the server sent it.
+    Event { id: EventId, data: String },
+    /// The state of the browser's stream.
+    State { connection: Connection },
+}
+
+/// One timeline fed by the stream.
+struct Watcher {
+    key: u32,
     order_id: Uuid,
     events: RwSignal<Vec<OrderEvent>>,
     connection: RwSignal<Connection>,
-    announcement: RwSignal<String>,
-    source: Option<EventSource>,
-    /// The handlers of `source`; kept alive as long as it is, dropped only outside them.
-    handlers: Vec<Closure<dyn FnMut(Event)>>,
-    stopped: bool,
+    announcement: Option<RwSignal<String>>,
 }
 
-/// A running feed; [`LiveFeed::stop`] closes it.
-pub struct LiveFeed(Rc<RefCell<Feed>>);
+impl Watcher {
+    fn is_open(&self) -> bool {
+        self.connection.get_untracked() != Connection::Completed
+    }
+
+    fn last(&self) -> Option<EventId> {
+        self.events
+            .with_untracked(|events| events.last().map(|e| e.id))
+    }
+}
+
+/// The stream this tab holds for the browser.
+#[derive(Default)]
+struct Holder {
+    /// What the other tabs want.
+    remote: HashMap<u32, Vec<(Uuid, Option<EventId>)>>,
+    source: Option<EventSource>,
+    handlers: Vec<Closure<dyn FnMut(Event)>>,
+    /// The orders of the open source, each with the id it is covered after.
+    covered: HashMap<Uuid, Option<EventId>>,
+    /// The last id the source delivered (or the one it resumed after).
+    cursor: Option<EventId>,
+    /// Every event relayed, by order.
+    relayed: HashMap<Uuid, Vec<(EventId, String)>>,
+    delivered: HashSet<Uuid>,
+    /// A reopening is due, resuming no later than this.
+    reopen_from: Option<Option<EventId>>,
+    reopen_scheduled: bool,
+}
+
+struct Tab {
+    id: u32,
+    watchers: Vec<Watcher>,
+    next_key: u32,
+    channel: Option<BroadcastChannel>,
+    holder: Option<Holder>,
+    /// The browser's stream as last heard of.
+    connection: Connection,
+    /// The channel's and the lock's callbacks, alive as long as the tab.
+    _callbacks: Vec<JsValue>,
+}
+
+type Shared = Rc<RefCell<Tab>>;
+
+thread_local! {
+    static TAB: RefCell<Option<Shared>> = const { RefCell::new(None) };
+}
+
+/// A timeline kept live; [`LiveFeed::stop`] stops it.
+pub struct LiveFeed(u32);
 
 impl LiveFeed {
     pub fn start(
         order_id: Uuid,
         events: RwSignal<Vec<OrderEvent>>,
         connection: RwSignal<Connection>,
-        announcement: RwSignal<String>,
+        announcement: Option<RwSignal<String>>,
     ) -> Self {
-        let feed = Rc::new(RefCell::new(Feed {
-            order_id,
-            events,
-            connection,
-            announcement,
-            source: None,
-            handlers: Vec::new(),
-            stopped: false,
-        }));
-        open(&feed);
-        LiveFeed(feed)
+        let tab = tab();
+        let key = {
+            let mut state = tab.borrow_mut();
+            let key = state.next_key;
+            state.next_key += 1;
+            if state.connection != Connection::Connecting {
+                connection.set(state.connection);
+            }
+            state.watchers.push(Watcher {
+                key,
+                order_id,
+                events,
+                connection,
+                announcement,
+            });
+            key
+        };
+        wants_changed(&tab);
+        LiveFeed(key)
     }
 
     pub fn stop(self) {
-        let mut feed = self.0.borrow_mut();
-        feed.stopped = true;
-        if let Some(source) = feed.source.take() {
-            source.close();
-        }
-        // Break the cycles between the handlers and the feed.
-        feed.handlers.clear();
+        let tab = tab();
+        tab.borrow_mut().watchers.retain(|w| w.key != self.0);
+        wants_changed(&tab);
     }
 }
 
-/// Opens a new source, resuming after the last event shown.
-fn open(feed: &Rc<RefCell<Feed>>) {
-    let mut state = feed.borrow_mut();
-    if state.stopped {
+/// This tab's state, set up on first use.
+fn tab() -> Shared {
+    if let Some(tab) = TAB.with(|tab| tab.borrow().clone()) {
+        return tab;
+    }
+    let tab: Shared = Rc::new(RefCell::new(Tab {
+        id: (js_sys::Math::random() * f64::from(u32::MAX)) as u32,
+        watchers: Vec::new(),
+        next_key: 0,
+        channel: None,
+        holder: None,
+        connection: Connection::Connecting,
+        _callbacks: Vec::new(),
+    }));
+    TAB.with(|slot| *slot.borrow_mut() = Some(tab.clone()));
+    let locks = web_sys::window()
+        .and_then(|w| js_sys::Reflect::get(&w.navigator(), &"locks".into()).ok())
+        .filter(|locks| !locks.is_undefined() && !locks.is_null());
+    let channel = BroadcastChannel::new(CHANNEL).ok();
+    match (locks, channel) {
+        (Some(locks), Some(channel)) => share(&tab, &locks, channel),
+        // One stream per tab.
+        _ => become_holder(&tab),
+    }
+    set_role(&tab);
+    tab
+}
+
+/// Joins the other tabs: listens on the channel, and waits for the lock to hold the stream.
+fn share(tab: &Shared, locks: &JsValue, channel: BroadcastChannel) {
+    let weak = Rc::downgrade(tab);
+    let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |event: MessageEvent| {
+        let (Some(tab), Some(text)) = (weak.upgrade(), event.data().as_string()) else {
+            return;
+        };
+        if let Ok(message) = serde_json::from_str::<Message>(&text) {
+            hear(&tab, message);
+        }
+    });
+    channel.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+
+    let weak = Rc::downgrade(tab);
+    let on_pagehide = Closure::<dyn FnMut(Event)>::new(move |_| {
+        if let Some(tab) = weak.upgrade() {
+            let id = tab.borrow().id;
+            post(&tab, &Message::Bye { tab: id });
+        }
+    });
+    if let Some(window) = web_sys::window() {
+        let _ = window
+            .add_event_listener_with_callback("pagehide", on_pagehide.as_ref().unchecked_ref());
+    }
+
+    // Granted when no other tab holds it: from then on this tab holds the stream until it
+    // goes away (the promise returned never settles).
+    let weak = Rc::downgrade(tab);
+    let on_granted = Closure::<dyn FnMut(JsValue) -> js_sys::Promise>::new(move |_| {
+        if let Some(tab) = weak.upgrade() {
+            become_holder(&tab);
+            set_role(&tab);
+        }
+        js_sys::Promise::new(&mut |_, _| {})
+    });
+    let request = js_sys::Reflect::get(locks, &"request".into())
+        .ok()
+        .and_then(|f| f.dyn_into::<js_sys::Function>().ok());
+    let requested = request.is_some_and(|request| {
+        request
+            .call2(locks, &LOCK.into(), on_granted.as_ref())
+            .is_ok()
+    });
+
+    let mut state = tab.borrow_mut();
+    state.channel = Some(channel);
+    state._callbacks = vec![
+        on_message.into_js_value(),
+        on_pagehide.into_js_value(),
+        on_granted.into_js_value(),
+    ];
+    drop(state);
+    if !requested {
+        tab.borrow_mut().channel = None;
+        become_holder(tab);
+    }
+}
+
+/// Marks the document with this tab's part, for tests and for the curious.
+fn set_role(tab: &Shared) {
+    let state = tab.borrow();
+    let role = match (&state.holder, &state.channel) {
+        (Some(_), Some(_)) => "holder",
+        (Some(_), None) => "own",
+        (None, _) => "follower",
+    };
+    if let Some(body) = document().body() {
+        let _ = body.set_attribute("data-stream-role", role);
+    }
+}
+
+fn post(tab: &Shared, message: &Message) {
+    if let (Some(channel), Ok(text)) = (&tab.borrow().channel, serde_json::to_string(message)) {
+        let _ = channel.post_message(&text.into());
+    }
+}
+
+/// The orders this tab still follows, with the last event it has of each.
+fn own_wants(tab: &Tab) -> Vec<(Uuid, Option<EventId>)> {
+    tab.watchers
+        .iter()
+        .filter(|w| w.is_open())
+        .map(|w| (w.order_id, w.last()))
+        .collect()
+}
+
+/// Tells the holder (this tab or another) what this tab now wants.
+fn wants_changed(tab: &Shared) {
+    let (id, wants, holding) = {
+        let state = tab.borrow();
+        (state.id, own_wants(&state), state.holder.is_some())
+    };
+    if holding {
+        want(tab, &wants);
+    } else {
+        post(
+            tab,
+            &Message::Want {
+                tab: id,
+                orders: wants,
+            },
+        );
+    }
+}
+
+fn become_holder(tab: &Shared) {
+    let wants = {
+        let mut state = tab.borrow_mut();
+        if state.holder.is_some() {
+            return;
+        }
+        state.holder = Some(Holder::default());
+        own_wants(&state)
+    };
+    post(tab, &Message::Who);
+    set_connection(tab, Connection::Connecting);
+    want(tab, &wants);
+    // Nothing wanted yet: still, the state is known.
+    schedule_reopen(tab, None);
+}
+
+fn hear(tab: &Shared, message: Message) {
+    let holding = tab.borrow().holder.is_some();
+    match message {
+        Message::Want { tab: from, orders } if holding => {
+            if let Some(holder) = tab.borrow_mut().holder.as_mut() {
+                holder.remote.insert(from, orders.clone());
+            }
+            want(tab, &orders);
+            let connection = tab.borrow().connection;
+            post(tab, &Message::State { connection });
+        }
+        Message::Bye { tab: from } if holding => {
+            if let Some(holder) = tab.borrow_mut().holder.as_mut() {
+                holder.remote.remove(&from);
+            }
+        }
+        Message::Who => {
+            let (id, orders) = {
+                let state = tab.borrow();
+                (state.id, own_wants(&state))
+            };
+            post(tab, &Message::Want { tab: id, orders });
+        }
+        Message::Event { id, data } => apply(tab, id, &data),
+        Message::State { connection } if !holding => set_connection(tab, connection),
+        _ => {}
+    }
+}
+
+/// The holder takes a tab's wants: what it has relayed since is sent again; an order the
+/// stream does not cover from the tab's last event makes it reopen from there.
+fn want(tab: &Shared, orders: &[(Uuid, Option<EventId>)]) {
+    let mut resend = Vec::new();
+    let mut reopen_from: Option<Option<EventId>> = None;
+    {
+        let mut state = tab.borrow_mut();
+        let Some(holder) = state.holder.as_mut() else {
+            return;
+        };
+        for &(order, last) in orders {
+            let covered = holder.delivered.contains(&order)
+                || holder.covered.get(&order).is_some_and(|from| *from <= last);
+            if covered {
+                let relayed = holder.relayed.get(&order).into_iter().flatten();
+                resend.extend(relayed.filter(|(id, _)| Some(*id) > last).cloned());
+            } else {
+                reopen_from = Some(reopen_from.map_or(last, |from| from.min(last)));
+            }
+        }
+    }
+    for (id, data) in resend {
+        post(
+            tab,
+            &Message::Event {
+                id,
+                data: data.clone(),
+            },
+        );
+        apply(tab, id, &data);
+    }
+    if let Some(from) = reopen_from {
+        schedule_reopen(tab, Some(from));
+    }
+}
+
+/// Reopens the stream soon, resuming no later than `from` (when given).
+fn schedule_reopen(tab: &Shared, from: Option<Option<EventId>>) {
+    let mut state = tab.borrow_mut();
+    let Some(holder) = state.holder.as_mut() else {
+        return;
+    };
+    if let Some(from) = from {
+        holder.reopen_from = Some(holder.reopen_from.map_or(from, |f| f.min(from)));
+    }
+    if holder.reopen_scheduled {
         return;
     }
-    if let Some(old) = state.source.take() {
+    holder.reopen_scheduled = true;
+    let weak = Rc::downgrade(tab);
+    set_timeout(
+        move || {
+            if let Some(tab) = weak.upgrade() {
+                reopen(&tab);
+            }
+        },
+        SETTLE,
+    );
+}
+
+/// Opens the one stream for every order wanted, closing the one before.
+fn reopen(tab: &Shared) {
+    let mut state = tab.borrow_mut();
+    let own = own_wants(&state);
+    let Some(holder) = state.holder.as_mut() else {
+        return;
+    };
+    holder.reopen_scheduled = false;
+    let mut orders: Vec<Uuid> = Vec::new();
+    for (order, _) in own.iter().chain(holder.remote.values().flatten()) {
+        if !holder.delivered.contains(order) && !orders.contains(order) {
+            orders.push(*order);
+        }
+    }
+    orders.truncate(MAX_ORDERS);
+    let requested = holder.reopen_from.take();
+    let had_stream = !holder.covered.is_empty();
+    let unchanged = orders.iter().all(|o| holder.covered.contains_key(o))
+        && orders.len() == holder.covered.len();
+    let healthy = holder
+        .source
+        .as_ref()
+        .is_some_and(|s| s.ready_state() != EventSource::CLOSED);
+    if requested.is_none() && unchanged && healthy {
+        return;
+    }
+    if let Some(old) = holder.source.take() {
         old.close();
     }
-    state.handlers.clear();
-    let last = state
-        .events
-        .with_untracked(|events| events.last().map(|e| e.id));
-    let url = match last {
-        Some(id) => format!("/orders/{}/stream?last_event_id={id}", state.order_id),
-        None => format!("/orders/{}/stream", state.order_id),
+    holder.handlers.clear();
+    if orders.is_empty() {
+        holder.covered.clear();
+        return;
+    }
+    let from = match (requested, had_stream) {
+        (Some(requested), true) => requested.min(holder.cursor),
+        (Some(requested), false) => requested,
+        (None, _) => holder.cursor,
     };
+    holder.covered.retain(|order, _| orders.contains(order));
+    for order in &orders {
+        let covered = holder.covered.entry(*order).or_insert(from);
+        *covered = (*covered).min(from);
+    }
+    holder.cursor = from;
+    let mut url = String::from("/stream?");
+    for order in &orders {
+        url.push_str("order=");
+        url.push_str(&order.to_string());
+        url.push('&');
+    }
+    match from {
+        Some(id) => url.push_str(&format!("last_event_id={id}")),
+        None => {
+            url.pop();
+        }
+    }
     let Ok(source) = EventSource::new(&url) else {
-        state.connection.set(Connection::Offline);
+        drop(state);
+        set_connection(tab, Connection::Offline);
         return;
     };
 
-    let connection = state.connection;
-    let on_open = Closure::<dyn FnMut(Event)>::new(move |_| connection.set(Connection::Live));
+    let weak = Rc::downgrade(tab);
+    let on_open = Closure::<dyn FnMut(Event)>::new(move |_| {
+        if let Some(tab) = weak.upgrade() {
+            set_connection(&tab, Connection::Live);
+        }
+    });
     source.set_onopen(Some(on_open.as_ref().unchecked_ref()));
 
-    let weak = Rc::downgrade(feed);
+    let weak = Rc::downgrade(tab);
     let on_update = Closure::<dyn FnMut(Event)>::new(move |event: Event| {
-        if let (Some(feed), Ok(message)) = (weak.upgrade(), event.dyn_into::<MessageEvent>()) {
-            receive(&feed, &message);
+        if let (Some(tab), Ok(message)) = (weak.upgrade(), event.dyn_into::<MessageEvent>()) {
+            relay(&tab, &message);
         }
     });
     let _ =
         source.add_event_listener_with_callback("order-update", on_update.as_ref().unchecked_ref());
 
-    let weak = Rc::downgrade(feed);
+    let weak = Rc::downgrade(tab);
     let on_error = Closure::<dyn FnMut(Event)>::new(move |_| {
-        let Some(feed) = weak.upgrade() else { return };
-        let state = feed.borrow();
-        if state.stopped || state.connection.get_untracked() == Connection::Completed {
-            return;
-        }
-        let online = web_sys::window().is_none_or(|w| w.navigator().on_line());
-        state.connection.set(if online {
-            Connection::Reconnecting
-        } else {
-            Connection::Offline
-        });
-        let gave_up = state
-            .source
-            .as_ref()
-            .is_some_and(|source| source.ready_state() == EventSource::CLOSED);
-        drop(state);
-        if gave_up {
-            // The browser reconnects by itself after network errors; after an HTTP error
-            // (a 503 while the server restarts, say) it stops, so we open a new source.
-            let weak = Rc::downgrade(&feed);
-            set_timeout(
-                move || {
-                    if let Some(feed) = weak.upgrade() {
-                        open(&feed);
-                    }
-                },
-                REOPEN_AFTER,
-            );
+        if let Some(tab) = weak.upgrade() {
+            lost(&tab);
         }
     });
     source.set_onerror(Some(on_error.as_ref().unchecked_ref()));
 
-    state.handlers = vec![on_open, on_update, on_error];
-    state.source = Some(source);
+    holder.handlers = vec![on_open, on_update, on_error];
+    holder.source = Some(source);
 }
 
-/// Adds an event to the timeline unless it is already there; closes after `Delivered`.
-fn receive(feed: &Rc<RefCell<Feed>>, message: &MessageEvent) {
-    let Some(data) = message.data().as_string() else {
+/// The holder's source delivered an event: keep it, show it here, pass it on.
+fn relay(tab: &Shared, message: &MessageEvent) {
+    let (Some(data), Ok(id)) = (
+        message.data().as_string(),
+        message.last_event_id().parse::<EventId>(),
+    ) else {
         return;
     };
     let Ok(update) = serde_json::from_str::<OrderStatusUpdate>(&data) else {
         return;
     };
-    let Ok(id) = message.last_event_id().parse::<EventId>() else {
+    let nothing_left = {
+        let mut state = tab.borrow_mut();
+        let own = own_wants(&state);
+        let Some(holder) = state.holder.as_mut() else {
+            return;
+        };
+        holder.cursor = holder.cursor.max(Some(id));
+        let relayed = holder.relayed.entry(update.order_id).or_default();
+        if !relayed.iter().any(|(known, _)| *known == id) {
+            relayed.push((id, data.clone()));
+        }
+        if update.status.is_final() {
+            holder.delivered.insert(update.order_id);
+        }
+        let wanted = own.iter().chain(holder.remote.values().flatten());
+        let mut wanted = wanted.map(|(order, _)| order);
+        !wanted.any(|order| !holder.delivered.contains(order))
+    };
+    post(
+        tab,
+        &Message::Event {
+            id,
+            data: data.clone(),
+        },
+    );
+    apply(tab, id, &data);
+    if nothing_left {
+        // Every order wanted is delivered: the server ends the stream; do not reconnect.
+        reopen(tab);
+    }
+}
+
+/// The holder's source failed: the browser retries by itself after a network error, not
+/// after an HTTP error (a 503 while the server restarts), so then it is reopened.
+fn lost(tab: &Shared) {
+    let gave_up = tab
+        .borrow()
+        .holder
+        .as_ref()
+        .and_then(|h| h.source.as_ref())
+        .is_some_and(|s| s.ready_state() == EventSource::CLOSED);
+    let online = web_sys::window().is_none_or(|w| w.navigator().on_line());
+    set_connection(
+        tab,
+        if online {
+            Connection::Reconnecting
+        } else {
+            Connection::Offline
+        },
+    );
+    if gave_up {
+        let weak = Rc::downgrade(tab);
+        set_timeout(
+            move || {
+                if let Some(tab) = weak.upgrade() {
+                    reopen(&tab);
+                }
+            },
+            REOPEN_AFTER,
+        );
+    }
+}
+
+/// The state of the browser's stream, shown by every open timeline of every tab.
+fn set_connection(tab: &Shared, connection: Connection) {
+    let holding = {
+        let mut state = tab.borrow_mut();
+        state.connection = connection;
+        for watcher in state.watchers.iter().filter(|w| w.is_open()) {
+            watcher.connection.set(connection);
+        }
+        state.holder.is_some()
+    };
+    if holding {
+        post(tab, &Message::State { connection });
+    }
+}
+
+/// Adds an event to the timelines of its order that need it next. A timeline that finds
+/// it lacks an earlier one asks the holder again (or, in the holder, reopens from it).
+fn apply(tab: &Shared, id: EventId, data: &str) {
+    let Ok(update) = serde_json::from_str::<OrderStatusUpdate>(data) else {
         return;
     };
-    let state = feed.borrow();
     let status = update.status;
-    let added = state.events.try_update(|events| {
-        let next = events.len();
-        (status.index() == next).then(|| {
-            events.push(OrderEvent {
-                id,
-                update: update.clone(),
-            })
-        })
-    });
-    if added.flatten().is_some() {
-        state.announcement.set(format!(
-            "{} at {}",
-            status.label(),
-            local_label(update.timestamp)
-        ));
-    }
-    state.connection.set(Connection::Live);
-    if status.is_final() {
-        state.connection.set(Connection::Completed);
-        if let Some(source) = &state.source {
-            source.close();
+    let mut gap_after: Option<Option<EventId>> = None;
+    let mut completed = false;
+    let holding = {
+        let state = tab.borrow();
+        for watcher in state
+            .watchers
+            .iter()
+            .filter(|w| w.order_id == update.order_id)
+        {
+            let next = watcher.events.with_untracked(Vec::len);
+            if status.index() > next {
+                gap_after = Some(watcher.last());
+                continue;
+            }
+            if status.index() < next {
+                continue;
+            }
+            watcher.events.update(|events| {
+                events.push(OrderEvent {
+                    id,
+                    update: update.clone(),
+                })
+            });
+            if let Some(announcement) = watcher.announcement {
+                announcement.set(format!(
+                    "{} at {}",
+                    status.label(),
+                    local_label(update.timestamp)
+                ));
+            }
+            if status.is_final() {
+                watcher.connection.set(Connection::Completed);
+                completed = true;
+            }
         }
+        state.holder.is_some()
+    };
+    match gap_after {
+        Some(last) if holding => schedule_reopen(tab, Some(last)),
+        Some(_) => wants_changed(tab),
+        None if completed => wants_changed(tab),
+        None => {}
     }
 }

@@ -5,12 +5,16 @@ mod connection;
 pub mod home;
 #[cfg(feature = "hydrate")]
 mod live;
+pub mod my_orders;
 pub mod order;
+#[cfg(feature = "hydrate")]
+mod recent;
 #[cfg(feature = "ssr")]
 pub mod ssr;
 mod time;
 
 pub use home::HomePage;
+pub use my_orders::MyOrdersPage;
 pub use order::OrderPage;
 
 use leptos::prelude::*;

@@ -95,8 +95,10 @@ fn Tracker(id: Uuid, events: Vec<OrderEvent>) -> impl IntoView {
     #[cfg(feature = "hydrate")]
     Effect::new(move |_| {
         in_browser.set(true);
+        crate::pages::my_orders::remember(id);
         if connection.get_untracked() != Connection::Completed {
-            let feed = crate::pages::live::LiveFeed::start(id, events, connection, announcement);
+            let feed =
+                crate::pages::live::LiveFeed::start(id, events, connection, Some(announcement));
             let feed = send_wrapper::SendWrapper::new(feed);
             on_cleanup(move || feed.take().stop());
         }

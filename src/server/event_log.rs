@@ -176,6 +176,11 @@ impl EventLog {
         self.store.recent(limit).await
     }
 
+    /// The largest id stored: a page that lists orders resumes every order's stream after it.
+    pub async fn last_id(&self) -> Result<Option<EventId>, StoreError> {
+        self.store.last_id().await
+    }
+
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.store.ping().await
     }

@@ -1,0 +1,130 @@
+//! `/my-orders`: the orders this browser has opened, each with its live status, on the
+//! browser's one shared stream. The list is kept in the browser (`localStorage`), never on
+//! the server: an order id is a capability, and the server lists none.
+use leptos::prelude::*;
+use leptos_meta::Title;
+use uuid::Uuid;
+
+use crate::domain::OrderEvent;
+#[cfg(feature = "hydrate")]
+use crate::pages::connection::Connection;
+
+/// The `localStorage` key of the list: a JSON array of order ids, most recent first.
+#[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
+const STORAGE_KEY: &str = "order-tracking:my-orders";
+/// How many orders the browser remembers (the shared stream follows at most 100).
+pub const REMEMBERED: usize = 50;
+
+/// Puts `order_id` first in `list`, once, keeping at most [`REMEMBERED`].
+pub fn remember_in(list: &mut Vec<Uuid>, order_id: Uuid) {
+    list.retain(|id| *id != order_id);
+    list.insert(0, order_id);
+    list.truncate(REMEMBERED);
+}
+
+/// The orders this browser has opened; empty where storage is unavailable.
+#[cfg(feature = "hydrate")]
+pub fn remembered() -> Vec<Uuid> {
+    let stored = window()
+        .local_storage()
+        .ok()
+        .flatten()
+        .and_then(|storage| storage.get_item(STORAGE_KEY).ok().flatten());
+    stored
+        .and_then(|json| serde_json::from_str(&json).ok())
+        .unwrap_or_default()
+}
+
+/// Adds an order to the browser's list (the order page calls it).
+#[cfg(feature = "hydrate")]
+pub fn remember(order_id: Uuid) {
+    let mut list = remembered();
+    remember_in(&mut list, order_id);
+    if let (Ok(Some(storage)), Ok(json)) = (window().local_storage(), serde_json::to_string(&list))
+    {
+        let _ = storage.set_item(STORAGE_KEY, &json);
+    }
+}
+
+#[component]
+pub fn MyOrdersPage() -> impl IntoView {
+    // None until the browser has read its list (the server cannot).
+    let orders = RwSignal::new(None::<Vec<Uuid>>);
+    #[cfg(feature = "hydrate")]
+    Effect::new(move |_| orders.set(Some(remembered())));
+    view! {
+        <Title text="Your orders" />
+        <section class="card">
+            <h1>"Your orders"</h1>
+            {move || match orders.get() {
+                None => view! {
+                    <p class="muted" data-testid="my-orders-waiting">
+                        "This browser keeps the list of orders you have opened, so it shows "
+                        "once the page has fully loaded. Each order's own page works without it."
+                    </p>
+                }.into_any(),
+                Some(list) if list.is_empty() => view! {
+                    <p class="muted" data-testid="my-orders-empty">
+                        "You have not opened any order in this browser yet. "
+                        <a href="/">"Track an order"</a>
+                    </p>
+                }.into_any(),
+                Some(list) => view! {
+                    <ul class="order-list" data-testid="my-orders">
+                        {list.into_iter().map(|id| view! { <MyOrder id /> }).collect_view()}
+                    </ul>
+                }.into_any(),
+            }}
+        </section>
+    }
+}
+
+/// One order of the list with its live status.
+#[component]
+fn MyOrder(id: Uuid) -> impl IntoView {
+    let events = RwSignal::new(Vec::<OrderEvent>::new());
+    #[cfg(feature = "hydrate")]
+    {
+        let connection = RwSignal::new(Connection::Connecting);
+        let feed = crate::pages::live::LiveFeed::start(id, events, connection, None);
+        let feed = send_wrapper::SendWrapper::new(feed);
+        on_cleanup(move || feed.take().stop());
+    }
+    let status = move || events.with(|events| events.last().map(|e| e.update.status));
+    let text = id.to_string();
+    let short = text[..8].to_owned();
+    view! {
+        <li data-testid="my-order" data-order=text.clone()
+            data-status=move || status().map(|s| s.wire_name()).unwrap_or("")>
+            <a href=format!("/orders/{text}") class="order-link">
+                <span class="order-number">"Order " <code>{short}</code></span>
+                {move || match status() {
+                    Some(status) => view! {
+                        <span class=format!("pill status-{}", status.wire_name())>{status.label()}</span>
+                    }.into_any(),
+                    None => view! { <span class="pill">"Waiting…"</span> }.into_any(),
+                }}
+            </a>
+        </li>
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_latest_order_goes_first_once_and_the_list_is_bounded() {
+        let ids: Vec<Uuid> = (0..REMEMBERED + 5).map(|_| Uuid::new_v4()).collect();
+        let mut list = Vec::new();
+        for id in &ids {
+            remember_in(&mut list, *id);
+        }
+        assert_eq!(list.len(), REMEMBERED);
+        assert_eq!(list[0], ids[ids.len() - 1]);
+        remember_in(&mut list, ids[10]);
+        assert_eq!(list[0], ids[10]);
+        assert_eq!(list.iter().filter(|id| **id == ids[10]).count(), 1);
+        assert_eq!(list.len(), REMEMBERED);
+    }
+}
