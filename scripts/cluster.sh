@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make cluster`: several instances on one machine, as they would run on several hosts.
 # A throw-away Postgres (Debian's pg_virtualenv), a redis-server, two instances of the app
-# sharing both, and nginx with deploy/nginx.conf balancing between them on :3000. Ctrl-C
+# sharing both, and nginx with deploy/nginx.conf balancing between them on :3000 (and over
+# HTTPS with HTTP/2, a self-signed certificate, on :3001). Ctrl-C
 # stops everything and drops the database.
 #
 #   CLUSTER_PORT  where nginx listens (default 3000); the instances listen on +11 and +12,
@@ -79,9 +80,15 @@ for name in a b; do
   wait_for "instance $name" "http://127.0.0.1:$instance_port/healthz"
 done
 
-say "nginx on 127.0.0.1:$port, balancing between both (deploy/nginx.conf)"
+say "nginx on http://127.0.0.1:$port and https://127.0.0.1:$((port + 1)) (HTTP/2, self-signed), balancing between both (deploy/nginx.conf)"
+# A self-signed certificate for the HTTPS/HTTP/2 side, on the next port.
+openssl req -x509 -newkey rsa:2048 -nodes -days 7 -subj /CN=localhost \
+    -keyout "$dir/tls.key" -out "$dir/tls.pem" 2>/dev/null
 sed -e "s|    server 127.0.0.1:3000 max_fails=1 fail_timeout=5s;|    server 127.0.0.1:$((port + 11)) max_fails=1 fail_timeout=5s;\n    server 127.0.0.1:$((port + 12)) max_fails=1 fail_timeout=5s;|" \
     -e "s|listen 80;|listen 127.0.0.1:$port;|" \
+    -e "s|listen 443 ssl http2;|listen 127.0.0.1:$((port + 1)) ssl http2;|" \
+    -e "s|/etc/ssl/certs/ssl-cert-snakeoil.pem|$dir/tls.pem|" \
+    -e "s|/etc/ssl/private/ssl-cert-snakeoil.key|$dir/tls.key|" \
     deploy/nginx.conf >"$dir/site.conf"
 cat >"$dir/nginx.conf" <<CONF
 daemon off;

@@ -60,7 +60,7 @@ setup_release() {
 setup_test() {
   # Chromium for Playwright; nginx for the reverse-proxy test (tests/proxy.rs); Nchan, the
   # benchmark's peer (bench/); Postgres (with pg_virtualenv) and Redis for several instances.
-  apt_install chromium nginx libnginx-mod-nchan postgresql redis-server
+  apt_install chromium nginx libnginx-mod-nchan postgresql redis-server curl openssl
   if ! [ -d end2end/node_modules/@playwright/test ]; then
     say "npm ci in end2end/ (Playwright without its browser download)"
     (cd end2end && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --silent)

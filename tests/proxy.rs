@@ -1,6 +1,7 @@
-//! Through a real nginx (Debian's), started on a free loopback port with the repository's
-//! `deploy/nginx.conf` and a short `proxy_read_timeout`: events arrive one by one as they are
-//! published, and keep-alives hold an idle stream open past the proxy's read timeout.
+//! Through a real nginx (Debian's), started on free loopback ports with the repository's
+//! `deploy/nginx.conf`, a certificate made here and a short `proxy_read_timeout`: events arrive
+//! one by one as they are published, keep-alives hold an idle stream open past the proxy's
+//! read timeout, and over HTTPS the many-order stream arrives over HTTP/2 (checked with curl).
 #![cfg(feature = "ssr")]
 mod common;
 
@@ -13,6 +14,8 @@ use common::*;
 struct Nginx {
     child: Child,
     base: String,
+    /// The HTTPS (HTTP/2) side, with a self-signed certificate.
+    tls_base: String,
     _dir: tempfile::TempDir,
 }
 
@@ -22,6 +25,18 @@ impl Nginx {
     async fn start(upstream: &str, read_timeout: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = free_addr().port();
+        let tls_port = free_addr().port();
+        let (cert, key) = (dir.path().join("tls.pem"), dir.path().join("tls.key"));
+        let made = Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
+            .args(["-subj", "/CN=localhost", "-keyout"])
+            .args([&key, Path::new("-out"), &cert])
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl is installed (make test installs it)");
+        assert!(made.success());
         let site = std::fs::read_to_string(
             Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/nginx.conf"),
         )
@@ -29,10 +44,26 @@ impl Nginx {
         .replace("server 127.0.0.1:3000 ", &format!("server {upstream} "))
         .replace("listen 80;", &format!("listen 127.0.0.1:{port};"))
         .replace(
+            "listen 443 ssl http2;",
+            &format!("listen 127.0.0.1:{tls_port} ssl http2;"),
+        )
+        .replace(
+            "/etc/ssl/certs/ssl-cert-snakeoil.pem",
+            &cert.display().to_string(),
+        )
+        .replace(
+            "/etc/ssl/private/ssl-cert-snakeoil.key",
+            &key.display().to_string(),
+        )
+        .replace(
             "proxy_read_timeout 1h;",
             &format!("proxy_read_timeout {read_timeout};"),
         );
         assert!(site.contains(&format!("proxy_read_timeout {read_timeout};")));
+        assert!(
+            site.contains(&format!("127.0.0.1:{tls_port} ssl http2;"))
+                && !site.contains("snakeoil")
+        );
         let root = dir.path().display();
         std::fs::write(dir.path().join("site.conf"), site).unwrap();
         std::fs::write(
@@ -89,6 +120,7 @@ impl Nginx {
         Self {
             child,
             base,
+            tls_base: format!("https://127.0.0.1:{tls_port}"),
             _dir: dir,
         }
     }
@@ -150,4 +182,99 @@ async fn through_nginx_events_arrive_one_by_one_and_idle_streams_stay_open() {
         "the stream ends after Delivered"
     );
     assert!(!reader.broken);
+}
+
+/// Reads a child's output line by line, as it comes.
+fn lines_of(child: &mut Child) -> tokio::sync::mpsc::UnboundedReceiver<String> {
+    use std::io::BufRead;
+    let stdout = child.stdout.take().unwrap();
+    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    receiver
+}
+
+async fn next_line(lines: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> Option<String> {
+    tokio::time::timeout(Duration::from_secs(5), lines.recv())
+        .await
+        .expect("a line within 5 s")
+}
+
+#[tokio::test]
+async fn over_https_the_stream_of_many_orders_arrives_over_http2_event_by_event() {
+    let app = TestServer::start().await;
+    let nginx = Nginx::start(app.base.trim_start_matches("http://"), "1h").await;
+    let (a, b) = (
+        create_order(&nginx.base).await,
+        create_order(&nginx.base).await,
+    );
+    let url = format!("{}/stream?order={a}&order={b}", nginx.tls_base);
+    // -N: print as it arrives; -k: the certificate is self-signed; -D -: the response head.
+    let mut curl = Command::new("curl")
+        .args(["-sS", "-N", "-k", "--http2", "-D", "-", &url])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("curl is installed (make test installs it)");
+    let mut lines = lines_of(&mut curl);
+    assert_eq!(
+        next_line(&mut lines).await.unwrap().trim_end(),
+        "HTTP/2 200"
+    );
+    let mut head = Vec::new();
+    loop {
+        let line = next_line(&mut lines).await.unwrap();
+        if line.trim_end().is_empty() {
+            break;
+        }
+        head.push(line.trim_end().to_ascii_lowercase());
+    }
+    assert!(
+        head.contains(&"content-type: text/event-stream".to_owned()),
+        "{head:?}"
+    );
+    assert!(
+        !head.iter().any(|h| h.starts_with("content-encoding")),
+        "{head:?}"
+    );
+    assert_eq!(next_line(&mut lines).await.unwrap(), "retry: 3000");
+    assert_eq!(next_line(&mut lines).await.unwrap(), "");
+
+    /// The next event's `data` line.
+    async fn next_data(lines: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> String {
+        assert!(next_line(lines).await.unwrap().starts_with("id: "));
+        assert_eq!(next_line(lines).await.unwrap(), "event: order-update");
+        let data = next_line(lines).await.unwrap();
+        assert_eq!(next_line(lines).await.unwrap(), "");
+        data
+    }
+    // The two Created events, then each published status before the next is published.
+    for id in [&a, &b] {
+        assert!(next_data(&mut lines)
+            .await
+            .contains(&format!("\"orderId\":\"{id}\"")));
+    }
+    for status in &ALL[1..] {
+        for id in [&a, &b] {
+            let response = client()
+                .post(format!("{}/api/orders/{id}/status", nginx.base))
+                .json(&serde_json::json!({ "status": status }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            let data = next_data(&mut lines).await;
+            assert!(data.contains(&format!("\"orderId\":\"{id}\"")), "{data}");
+            assert!(data.contains(&format!("\"status\":\"{status}\"")), "{data}");
+        }
+    }
+    // Both delivered: the stream ends and curl exits cleanly.
+    let exit = tokio::task::spawn_blocking(move || curl.wait().unwrap());
+    let exit = tokio::time::timeout(Duration::from_secs(5), exit).await;
+    assert!(exit.expect("curl exits").unwrap().success());
 }
