@@ -64,7 +64,7 @@ async fn racing_publishers_on_many_orders_each_client_gets_its_orders_events_onc
             let mine: Vec<String> = orders
                 .iter()
                 .enumerate()
-                .filter(|(i, _)| (i + n) % 3 != 0)
+                .filter(|(i, _)| !(i + n).is_multiple_of(3))
                 .map(|(_, id)| id.clone())
                 .collect();
             let url = selection_url(&server, &mine);

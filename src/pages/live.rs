@@ -24,10 +24,11 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
-use web_sys::{BroadcastChannel, Event, EventSource, MessageEvent};
+use web_sys::{BroadcastChannel, Event, MessageEvent};
 
 use crate::domain::{EventId, OrderEvent, OrderStatusUpdate, RETRY_MS};
 use crate::pages::connection::Connection;
+use crate::pages::source::Source;
 use crate::pages::time::local_label;
 
 /// Delay before reopening a source the browser gave up on: the server's `retry`.
@@ -85,8 +86,7 @@ impl Watcher {
 struct Holder {
     /// What the other tabs want.
     remote: HashMap<u32, Vec<(Uuid, Option<EventId>)>>,
-    source: Option<EventSource>,
-    handlers: Vec<Closure<dyn FnMut(Event)>>,
+    source: Option<Source>,
     /// The orders of the open source, each with the id it is covered after.
     covered: HashMap<Uuid, Option<EventId>>,
     /// The last id the source delivered (or the one it resumed after).
@@ -355,14 +355,7 @@ fn want(tab: &Shared, orders: &[(Uuid, Option<EventId>)]) {
         }
     }
     for (id, data) in resend {
-        post(
-            tab,
-            &Message::Event {
-                id,
-                data: data.clone(),
-            },
-        );
-        apply(tab, id, &data);
+        share_event(tab, id, data);
     }
     if let Some(from) = reopen_from {
         schedule_reopen(tab, Some(from));
@@ -412,17 +405,11 @@ fn reopen(tab: &Shared) {
     let had_stream = !holder.covered.is_empty();
     let unchanged = orders.iter().all(|o| holder.covered.contains_key(o))
         && orders.len() == holder.covered.len();
-    let healthy = holder
-        .source
-        .as_ref()
-        .is_some_and(|s| s.ready_state() != EventSource::CLOSED);
+    let healthy = holder.source.as_ref().is_some_and(|s| !s.is_closed());
     if requested.is_none() && unchanged && healthy {
         return;
     }
-    if let Some(old) = holder.source.take() {
-        old.close();
-    }
-    holder.handlers.clear();
+    holder.source = None;
     if orders.is_empty() {
         holder.covered.clear();
         return;
@@ -450,49 +437,35 @@ fn reopen(tab: &Shared) {
             url.pop();
         }
     }
-    let Ok(source) = EventSource::new(&url) else {
-        drop(state);
-        set_connection(tab, Connection::Offline);
-        return;
-    };
-
     let weak = Rc::downgrade(tab);
-    let on_open = Closure::<dyn FnMut(Event)>::new(move |_| {
+    let on_open = move || {
         if let Some(tab) = weak.upgrade() {
             set_connection(&tab, Connection::Live);
         }
-    });
-    source.set_onopen(Some(on_open.as_ref().unchecked_ref()));
-
+    };
     let weak = Rc::downgrade(tab);
-    let on_update = Closure::<dyn FnMut(Event)>::new(move |event: Event| {
-        if let (Some(tab), Ok(message)) = (weak.upgrade(), event.dyn_into::<MessageEvent>()) {
-            relay(&tab, &message);
-        }
-    });
-    let _ =
-        source.add_event_listener_with_callback("order-update", on_update.as_ref().unchecked_ref());
-
-    let weak = Rc::downgrade(tab);
-    let on_error = Closure::<dyn FnMut(Event)>::new(move |_| {
+    let on_event = move |id, data| {
         if let Some(tab) = weak.upgrade() {
-            lost(&tab);
+            relay(&tab, id, data);
         }
-    });
-    source.set_onerror(Some(on_error.as_ref().unchecked_ref()));
-
-    holder.handlers = vec![on_open, on_update, on_error];
-    holder.source = Some(source);
+    };
+    let weak = Rc::downgrade(tab);
+    let on_error = move |gave_up| {
+        if let Some(tab) = weak.upgrade() {
+            lost(&tab, gave_up);
+        }
+    };
+    let source = Source::open(&url, on_open, on_event, on_error);
+    let opened = source.is_some();
+    holder.source = source;
+    drop(state);
+    if !opened {
+        set_connection(tab, Connection::Offline);
+    }
 }
 
 /// The holder's source delivered an event: keep it, show it here, pass it on.
-fn relay(tab: &Shared, message: &MessageEvent) {
-    let (Some(data), Ok(id)) = (
-        message.data().as_string(),
-        message.last_event_id().parse::<EventId>(),
-    ) else {
-        return;
-    };
+fn relay(tab: &Shared, id: EventId, data: String) {
     let Ok(update) = serde_json::from_str::<OrderStatusUpdate>(&data) else {
         return;
     };
@@ -514,29 +487,22 @@ fn relay(tab: &Shared, message: &MessageEvent) {
         let mut wanted = wanted.map(|(order, _)| order);
         !wanted.any(|order| !holder.delivered.contains(order))
     };
-    post(
-        tab,
-        &Message::Event {
-            id,
-            data: data.clone(),
-        },
-    );
-    apply(tab, id, &data);
+    share_event(tab, id, data);
     if nothing_left {
         // Every order wanted is delivered: the server ends the stream; do not reconnect.
         reopen(tab);
     }
 }
 
+/// Passes an event to the other tabs and shows it in this one.
+fn share_event(tab: &Shared, id: EventId, data: String) {
+    apply(tab, id, &data);
+    post(tab, &Message::Event { id, data });
+}
+
 /// The holder's source failed: the browser retries by itself after a network error, not
 /// after an HTTP error (a 503 while the server restarts), so then it is reopened.
-fn lost(tab: &Shared) {
-    let gave_up = tab
-        .borrow()
-        .holder
-        .as_ref()
-        .and_then(|h| h.source.as_ref())
-        .is_some_and(|s| s.ready_state() == EventSource::CLOSED);
+fn lost(tab: &Shared, gave_up: bool) {
     let online = web_sys::window().is_none_or(|w| w.navigator().on_line());
     set_connection(
         tab,

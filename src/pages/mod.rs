@@ -9,6 +9,8 @@ pub mod my_orders;
 pub mod order;
 #[cfg(feature = "hydrate")]
 mod recent;
+#[cfg(feature = "hydrate")]
+mod source;
 #[cfg(feature = "ssr")]
 pub mod ssr;
 mod time;

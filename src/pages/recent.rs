@@ -6,19 +6,16 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use leptos::prelude::*;
-use wasm_bindgen::closure::Closure;
-use wasm_bindgen::JsCast;
-use web_sys::{Event, EventSource, MessageEvent};
 
 use crate::domain::{EventId, OrderStatusUpdate, OrderSummary, RETRY_MS};
 use crate::pages::home::place_update;
+use crate::pages::source::Source;
 
 struct Feed {
     rows: RwSignal<Vec<OrderSummary>>,
     keep: usize,
     last: Option<EventId>,
-    source: Option<EventSource>,
-    handlers: Vec<Closure<dyn FnMut(Event)>>,
+    source: Option<Source>,
     stopped: bool,
 }
 
@@ -32,7 +29,6 @@ impl RecentFeed {
             keep,
             last,
             source: None,
-            handlers: Vec::new(),
             stopped: false,
         }));
         open(&feed);
@@ -42,44 +38,34 @@ impl RecentFeed {
     pub fn stop(self) {
         let mut feed = self.0.borrow_mut();
         feed.stopped = true;
-        if let Some(source) = feed.source.take() {
-            source.close();
-        }
-        feed.handlers.clear();
+        feed.source = None;
     }
 }
 
 fn open(feed: &Rc<RefCell<Feed>>) {
-    let mut state = feed.borrow_mut();
-    if state.stopped {
+    if feed.borrow().stopped {
         return;
     }
-    let url = match state.last {
+    let url = match feed.borrow().last {
         Some(id) => format!("/stream?last_event_id={id}"),
         None => "/stream".to_owned(),
     };
-    let Ok(source) = EventSource::new(&url) else {
-        return;
-    };
-    let weak = Rc::downgrade(feed);
-    let on_update = Closure::<dyn FnMut(Event)>::new(move |event: Event| {
-        if let (Some(feed), Ok(message)) = (weak.upgrade(), event.dyn_into::<MessageEvent>()) {
-            receive(&feed, &message);
+    let on_event = {
+        let weak = Rc::downgrade(feed);
+        move |id, data: String| {
+            if let Some(feed) = weak.upgrade() {
+                receive(&feed, id, &data);
+            }
         }
-    });
-    let _ =
-        source.add_event_listener_with_callback("order-update", on_update.as_ref().unchecked_ref());
+    };
     // After an HTTP error the browser stops retrying: try again after the server's `retry`.
-    let weak = Rc::downgrade(feed);
-    let on_error = Closure::<dyn FnMut(Event)>::new(move |_| {
-        let Some(feed) = weak.upgrade() else { return };
-        let gave_up = feed
-            .borrow()
-            .source
-            .as_ref()
-            .is_some_and(|s| s.ready_state() == EventSource::CLOSED);
-        if gave_up {
-            let weak = Rc::downgrade(&feed);
+    let on_error = {
+        let weak = Rc::downgrade(feed);
+        move |gave_up: bool| {
+            if !gave_up {
+                return;
+            }
+            let weak = weak.clone();
             set_timeout(
                 move || {
                     if let Some(feed) = weak.upgrade() {
@@ -89,22 +75,13 @@ fn open(feed: &Rc<RefCell<Feed>>) {
                 Duration::from_millis(RETRY_MS),
             );
         }
-    });
-    source.set_onerror(Some(on_error.as_ref().unchecked_ref()));
-    if let Some(old) = state.source.replace(source) {
-        old.close();
-    }
-    state.handlers = vec![on_update, on_error];
+    };
+    let source = Source::open(&url, || {}, on_event, on_error);
+    feed.borrow_mut().source = source;
 }
 
-fn receive(feed: &Rc<RefCell<Feed>>, message: &MessageEvent) {
-    let (Some(data), Ok(id)) = (
-        message.data().as_string(),
-        message.last_event_id().parse::<EventId>(),
-    ) else {
-        return;
-    };
-    let Ok(update) = serde_json::from_str::<OrderStatusUpdate>(&data) else {
+fn receive(feed: &Rc<RefCell<Feed>>, id: EventId, data: &str) {
+    let Ok(update) = serde_json::from_str::<OrderStatusUpdate>(data) else {
         return;
     };
     let mut state = feed.borrow_mut();

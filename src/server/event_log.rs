@@ -560,7 +560,7 @@ mod tests {
                     let subset: Vec<Uuid> = orders
                         .iter()
                         .enumerate()
-                        .filter(|(i, _)| (*i as u64 + n) % 3 != 0)
+                        .filter(|(i, _)| !(*i as u64 + n).is_multiple_of(3))
                         .map(|(_, id)| *id)
                         .collect();
                     tokio::spawn(async move {
