@@ -362,7 +362,8 @@ fn want(tab: &Shared, orders: &[(Uuid, Option<EventId>)]) {
     }
 }
 
-/// Reopens the stream soon, resuming no later than `from` (when given).
+/// Reopens the stream soon, resuming no later than `from` (when given). Nothing is lost
+/// meanwhile: the new stream resumes from the cursor.
 fn schedule_reopen(tab: &Shared, from: Option<Option<EventId>>) {
     let mut state = tab.borrow_mut();
     let Some(holder) = state.holder.as_mut() else {
@@ -375,6 +376,9 @@ fn schedule_reopen(tab: &Shared, from: Option<Option<EventId>>) {
         return;
     }
     holder.reopen_scheduled = true;
+    // Close now and open after the settling delay: the server has then let the old stream
+    // go before the new one arrives, so the browser never holds two, even for a moment.
+    holder.source = None;
     let weak = Rc::downgrade(tab);
     set_timeout(
         move || {
