@@ -40,9 +40,10 @@ test-e2e:
 	cargo leptos build
 	cd end2end && npx playwright test
 
+# --precompress: brotli and gzip copies of the bundle beside it, served to browsers that accept them.
 release:
 	scripts/setup.sh release
-	cargo leptos build --release
+	cargo leptos build --release --precompress
 
 lint:
 	cargo fmt --all -- --check
@@ -74,7 +75,7 @@ $(BENCH): bench/Cargo.toml bench/src/*.rs
 bench: $(BENCH)
 	scripts/setup.sh release
 	scripts/setup.sh test
-	cargo leptos build --release
+	cargo leptos build --release --precompress
 	pg_virtualenv -t $(BENCH) --server target/release/order-tracking --markdown BENCHMARKS.md
 
 # The same benchmark in miniature (200 subscribers, debug server), so it never rots; it

@@ -34,6 +34,14 @@ async fn main() -> std::process::ExitCode {
         // Built without cargo-leptos (e.g. `cargo run`): the bundle keeps the crate's name.
         leptos_options.output_name = env!("CARGO_PKG_NAME").into();
     }
+    if std::env::var_os("LEPTOS_HASH_FILES").is_none() {
+        // Started without cargo-leptos (tests, scripts, a service): the bundle's names carry
+        // hashes when cargo-leptos left their list beside this binary.
+        leptos_options.hash_files = std::env::current_exe()
+            .ok()
+            .and_then(|exe| Some(exe.parent()?.join(leptos_options.hash_file.as_ref())))
+            .is_some_and(|file| file.exists());
+    }
     let addr = leptos_options.site_addr;
     if config.demo_mode() {
         tracing::warn!("ADMIN_TOKEN is not set: running in demo mode, anyone may create orders and publish statuses");

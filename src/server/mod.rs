@@ -4,6 +4,7 @@
 //! ([`auth`]); operations ([`health`], [`metrics`]); and the wiring of all of it into one axum
 //! [`router`]. Each module that answers requests owns its routes and says there which
 //! guards they have.
+pub mod assets;
 pub mod auth;
 pub mod bus;
 pub mod config;
@@ -157,6 +158,6 @@ pub fn router(state: AppState) -> Router {
             let options = state.leptos_options.clone();
             move || shell(options.clone())
         })
-        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
+        .fallback(assets::static_file)
         .with_state(state)
 }
