@@ -213,12 +213,15 @@ fn RecentOrders(recent: Vec<OrderSummary>, last_event_id: Option<EventId>) -> im
     view! {
         <section class="card">
             <h2>"Recent orders"</h2>
-            <Show when=move || rows.with(|rows| !rows.is_empty())
-                fallback=|| view! { <p class="muted" data-testid="no-orders">"No orders yet."</p> }>
-                <ul class="order-list" data-testid="recent-orders">
-                    {move || rows.get().into_iter().map(|order| view! { <OrderRow order /> }).collect_view()}
-                </ul>
-            </Show>
+            {move || if rows.with(Vec::is_empty) {
+                view! { <p class="muted" data-testid="no-orders">"No orders yet."</p> }.into_any()
+            } else {
+                view! {
+                    <ul class="order-list" data-testid="recent-orders">
+                        {rows.get().into_iter().map(|order| view! { <OrderRow order /> }).collect_view()}
+                    </ul>
+                }.into_any()
+            }}
         </section>
     }
 }
