@@ -43,7 +43,6 @@ const MAX_ORDERS: usize = 100;
 
 /// What the tabs say to each other.
 #[derive(Serialize, Deserialize)]
-#[serde(tag = "t")]
 enum Message {
     /// A tab's open orders and the last event it has of each; sent on every change and when
     /// a new holder asks.
