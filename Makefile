@@ -11,7 +11,7 @@ export PATH := $(HOME)/.cargo/bin:$(CURDIR)/.tools/node_modules/.bin:$(PATH)
 TEST_RUSTFLAGS := --cfg erase_components
 export LEPTOS_OUTPUT_NAME := order-tracking
 
-.PHONY: run dev test test-rust test-e2e build release lint fmt setup clean publish-cost bench bench-smoke cluster
+.PHONY: run dev test test-rust test-e2e build release lint fmt setup clean publish-cost bench bench-smoke cluster lighthouse
 
 run: setup
 	cargo leptos serve
@@ -83,6 +83,13 @@ bench: $(BENCH)
 bench-smoke: $(BENCH)
 	cargo leptos build
 	pg_virtualenv -t $(BENCH) --smoke --server target/debug/order-tracking
+
+# The pages as Lighthouse sees them (default mobile settings), on the release build: prints
+# Performance and Accessibility of `/` and an order's page and appends them to BENCHMARKS.md.
+lighthouse:
+	scripts/setup.sh lighthouse
+	cargo leptos build --release --precompress
+	scripts/lighthouse.sh
 
 # What a durable publish costs: on SQLite synchronous=FULL against NORMAL; on Postgres (a
 # throw-away one) ids in commit order against no ordering; each side by side.

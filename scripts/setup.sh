@@ -6,11 +6,13 @@
 #   scripts/setup.sh build    Rust wasm target, cargo-leptos, wasm-bindgen CLI
 #   scripts/setup.sh release  build + wasm-opt (npm binaryen) for release builds
 #   scripts/setup.sh test     build + Debian's Chromium + the end2end npm packages
+#   scripts/setup.sh lighthouse  release + Debian's Chromium + npm's Lighthouse
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 CARGO_LEPTOS_VERSION=0.3.10
 BINARYEN_VERSION=132
+LIGHTHOUSE_VERSION=12.8.2
 what=${1:-build}
 
 say() { printf '\033[1;34m==>\033[0m %s\n' "$*"; }
@@ -67,9 +69,19 @@ setup_test() {
   fi
 }
 
+setup_lighthouse() {
+  apt_install chromium curl
+  if ! [ -x .tools/node_modules/.bin/lighthouse ]; then
+    say "npm install lighthouse@$LIGHTHOUSE_VERSION"
+    mkdir -p .tools
+    npm install --prefix .tools --no-audit --no-fund --silent "lighthouse@$LIGHTHOUSE_VERSION"
+  fi
+}
+
 case "$what" in
   build) setup_build ;;
   release) setup_build; setup_release ;;
   test) setup_build; setup_test ;;
-  *) echo "usage: $0 build|release|test" >&2; exit 2 ;;
+  lighthouse) setup_build; setup_release; setup_lighthouse ;;
+  *) echo "usage: $0 build|release|test|lighthouse" >&2; exit 2 ;;
 esac
