@@ -15,17 +15,6 @@ fn selection_url(server: &TestServer, orders: &[String]) -> String {
     server.url(&format!("/stream?{}", query.join("&")))
 }
 
-/// Publishes `status` for the order; whether the server stored it.
-async fn publish(base: &str, id: &str, status: &str) -> bool {
-    let response = client()
-        .post(format!("{base}/api/orders/{id}/status"))
-        .json(&serde_json::json!({ "status": status }))
-        .send()
-        .await
-        .unwrap();
-    response.status() == 200
-}
-
 fn order_of(frame: &Frame) -> String {
     match frame {
         Frame::Event { data, .. } => data["orderId"].as_str().unwrap().to_owned(),
@@ -232,17 +221,9 @@ async fn a_stream_of_many_orders_counts_once_for_max_streams() {
         .await
         .unwrap();
     assert_eq!(third.status(), 503);
-    let metrics = client()
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metrics.contains("order_tracking_open_streams 2"),
-        "{metrics}"
+    assert_eq!(
+        metric(&server.base, "order_tracking_open_streams").await,
+        2.0
     );
 }
 

@@ -160,13 +160,7 @@ async fn through_nginx_events_arrive_one_by_one_and_idle_streams_stay_open() {
     // Each published event comes through before the next is published.
     for status in &ALL[1..] {
         let published = Instant::now();
-        let response = client()
-            .post(format!("{}/api/orders/{id}/status", nginx.base))
-            .json(&serde_json::json!({ "status": status }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
+        assert!(publish(&nginx.base, &id, status).await);
         let event = reader.next_event().await.unwrap();
         assert_eq!(event.status().as_deref(), Some(*status));
         // A buffering proxy would hold it back until a 4-8 KiB buffer filled (minutes here).
@@ -261,13 +255,7 @@ async fn over_https_the_stream_of_many_orders_arrives_over_http2_event_by_event(
     }
     for status in &ALL[1..] {
         for id in [&a, &b] {
-            let response = client()
-                .post(format!("{}/api/orders/{id}/status", nginx.base))
-                .json(&serde_json::json!({ "status": status }))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(response.status(), 200);
+            assert!(publish(&nginx.base, id, status).await);
             let data = next_data(&mut lines).await;
             assert!(data.contains(&format!("\"orderId\":\"{id}\"")), "{data}");
             assert!(data.contains(&format!("\"status\":\"{status}\"")), "{data}");

@@ -102,6 +102,34 @@ pub async fn deliver(base: &str, id: &str) {
     assert_eq!(response.status(), 200);
 }
 
+/// A figure of `/metrics`.
+pub async fn metric(base: &str, name: &str) -> f64 {
+    let text = client()
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("{name} missing from /metrics"))
+        .parse()
+        .unwrap()
+}
+
+/// Publishes `status` for the order through the API; whether the server stored it.
+pub async fn publish(base: &str, id: &str, status: &str) -> bool {
+    let response = client()
+        .post(format!("{base}/api/orders/{id}/status"))
+        .json(&serde_json::json!({ "status": status }))
+        .send()
+        .await
+        .unwrap();
+    response.status() == 200
+}
+
 pub async fn order_json(base: &str, id: &str) -> Value {
     client()
         .get(format!("{base}/api/orders/{id}"))
