@@ -5,7 +5,8 @@
 # simulated slow 4G and a 4x slower CPU) in Debian's Chromium on `/` and on the order's page,
 # prints Performance and Accessibility with the paint timings, and appends them to
 # BENCHMARKS.md. Targets (issue 11): Performance >= 95, Accessibility 100.
-#   LIGHTHOUSE_OUT  where to append (default BENCHMARKS.md; empty: print only)
+#   LIGHTHOUSE_OUT   where to append (default BENCHMARKS.md; empty: print only)
+#   LIGHTHOUSE_KEEP  keep the last page's full JSON report at this path
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
