@@ -3,7 +3,9 @@
 //!
 //! (1) N subscribers on one order, 5 status events; (2) N subscribers over M orders, 5 events
 //! each; (3) a connect storm of N subscribers each replaying a delivered order's 6 events;
-//! (4) resident memory per idle subscriber on a fresh server process.
+//! (4) resident memory per idle subscriber on a fresh server process; (6) as many subscribers
+//! on one order as one process may hold here (the open-file limit is 20,000), on a fresh
+//! process: all must connect and get every event.
 //!
 //! And ours against ours: (5) scenario (2) on Postgres, one instance against two instances
 //! sharing Redis, with the subscribers split over both and every publish through the first.
@@ -38,6 +40,10 @@ struct Args {
     /// Orders in scenario (2).
     #[arg(long, default_value_t = 1_000)]
     orders: usize,
+    /// Subscribers in scenario (6): as many as one process may hold here (open files 20,000,
+    /// Nchan's worker_connections 19,000, less the servers' own descriptors).
+    #[arg(long, default_value_t = 18_500)]
+    most: usize,
     /// A quick run that only checks that everything works (200 subscribers, 20 orders); it
     /// fails on any loss.
     #[arg(long)]
@@ -52,6 +58,7 @@ struct Args {
 
 struct Results {
     one: Fanout,
+    most: Fanout,
     many: Fanout,
     replay: Replay,
     idle_kib: f64,
@@ -95,8 +102,18 @@ async fn run(kind: Kind, args: &Args) -> Results {
         args.subscribers
     );
     let replay = scenarios::replay_storm(&server, args.subscribers).await;
+    drop(server);
+
+    let server = start().await;
+    eprintln!(
+        "[{}] (6) {} subscribers on one order",
+        server.name(),
+        args.most
+    );
+    let most = scenarios::fanout(&server, args.most, 1).await;
     Results {
         one,
+        most,
         many,
         replay,
         idle_kib,
@@ -129,7 +146,6 @@ fn table(ours: &Results, nchan: &Results, args: &Args) -> String {
         write_row(&mut out, figure, (a, b), unit, (a, b));
     };
     let ms = |us: f64| us / 1000.0;
-    let _ = &args;
     for (label, o, n) in [
         ("(1) one order", &ours.one, &nchan.one),
         ("(2) many orders", &ours.many, &nchan.many),
@@ -201,6 +217,32 @@ fn table(ours: &Results, nchan: &Results, args: &Args) -> String {
         ours.idle_kib,
         nchan.idle_kib,
         "KiB",
+    );
+    let label = format!("(6) {} subscribers", args.most);
+    let connected = |f: &Fanout| (args.most - f.failed_subscribers) as f64;
+    row(
+        &format!("{label}: connected"),
+        connected(&ours.most),
+        connected(&nchan.most),
+        "",
+    );
+    row(
+        &format!("{label}: losses"),
+        ours.most.losses as f64,
+        nchan.most.losses as f64,
+        "",
+    );
+    row(
+        &format!("{label}: RSS with all connected"),
+        ours.most.rss_connected_kib as f64 / 1024.0,
+        nchan.most.rss_connected_kib as f64 / 1024.0,
+        "MiB",
+    );
+    row(
+        &format!("{label}: latency p99"),
+        ms(percentile(&ours.most.latencies_us, 99.0)),
+        ms(percentile(&nchan.most.latencies_us, 99.0)),
+        "ms",
     );
     let mut head =
         String::from("| figure | ours | nchan | ours/nchan |\n| --- | ---: | ---: | ---: |\n");
@@ -293,7 +335,11 @@ fn fanout_failures(name: &str, label: &str, fanout: &Fanout) -> Option<String> {
 
 fn failures(name: &str, results: &Results, subscribers: usize) -> Vec<String> {
     let mut problems = Vec::new();
-    for (label, fanout) in [("(1)", &results.one), ("(2)", &results.many)] {
+    for (label, fanout) in [
+        ("(1)", &results.one),
+        ("(2)", &results.many),
+        ("(6)", &results.most),
+    ] {
         problems.extend(fanout_failures(name, label, fanout));
     }
     let replay = &results.replay;
@@ -347,6 +393,7 @@ fn main() -> std::process::ExitCode {
     if args.smoke {
         args.subscribers = 200;
         args.orders = 20;
+        args.most = 300;
     }
     raise_fd_limit();
     // One runtime on one thread: the client gets one core, the server the other.

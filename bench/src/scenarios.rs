@@ -219,6 +219,8 @@ pub struct Fanout {
     pub failed_subscribers: usize,
     pub duplicates: usize,
     pub cpu_s: f64,
+    /// The server's resident memory once every subscriber is connected.
+    pub rss_connected_kib: u64,
 }
 
 /// `subscribers` spread over `orders` channels; statuses 1..=5 published to every channel,
@@ -252,11 +254,15 @@ pub async fn fanout(server: &Server, subscribers: usize, orders: usize) -> Fanou
         .await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let rss_connected_kib = server.rss_kib();
 
     let mut conns: Vec<Conn> = (0..PUBLISHERS.min(orders))
         .map(|_| Conn::new(server.addr))
         .collect();
-    let mut result = Fanout::default();
+    let mut result = Fanout {
+        rss_connected_kib,
+        ..Fanout::default()
+    };
     let connected = shared.connected.load(Ordering::Acquire);
     let mut fanout_total = Duration::ZERO;
     for index in 1..=5 {
