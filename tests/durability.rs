@@ -85,14 +85,7 @@ async fn after_kill_9_mid_simulation_every_status_arrives_exactly_once() {
 
     let ids = assert_every_status_once_in_id_order(&seen);
     // The ids are the stored ones, the same as a fresh replay gives.
-    let stored = order_json(&server.base, &id).await;
-    let stored_ids: Vec<i64> = stored["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["id"].as_str().unwrap().parse().unwrap())
-        .collect();
-    assert_eq!(ids, stored_ids);
+    assert_eq!(ids, event_ids(&server.base, &id).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -121,7 +121,7 @@ async fn resuming_from_any_id_gives_exactly_the_rest_and_after_the_last_204() {
     // Every id of the store is a resume point, including the other order's.
     let mut everything = Vec::new();
     for id in [&a, &b, &other] {
-        everything.extend(event_ids(&server, id).await);
+        everything.extend(event_ids(&server.base, id).await);
     }
     for resume in everything {
         let rest: Vec<&Frame> = all.iter().filter(|f| id_of(f) > resume).collect();
@@ -136,16 +136,6 @@ async fn resuming_from_any_id_gives_exactly_the_rest_and_after_the_last_204() {
             assert_eq!(got.iter().collect::<Vec<_>>(), rest, "after {resume}");
         }
     }
-}
-
-/// The ids of an order's events, through the API.
-async fn event_ids(server: &TestServer, id: &str) -> Vec<i64> {
-    order_json(&server.base, id).await["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["id"].as_str().unwrap().parse().unwrap())
-        .collect()
 }
 
 #[tokio::test]

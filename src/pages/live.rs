@@ -98,6 +98,20 @@ struct Holder {
     reopen_scheduled: bool,
 }
 
+impl Holder {
+    /// The orders some tab (this one with `own`, or another) still wants and that are not
+    /// delivered yet, each once, this tab's first.
+    fn wanted(&self, own: &[(Uuid, Option<EventId>)]) -> Vec<Uuid> {
+        let mut orders: Vec<Uuid> = Vec::new();
+        for (order, _) in own.iter().chain(self.remote.values().flatten()) {
+            if !self.delivered.contains(order) && !orders.contains(order) {
+                orders.push(*order);
+            }
+        }
+        orders
+    }
+}
+
 struct Tab {
     id: u32,
     watchers: Vec<Watcher>,
@@ -319,13 +333,7 @@ fn hear(tab: &Shared, message: Message) {
                 holder.remote.remove(&from);
             }
         }
-        Message::Who => {
-            let (id, orders) = {
-                let state = tab.borrow();
-                (state.id, own_wants(&state))
-            };
-            post(tab, &Message::Want { tab: id, orders });
-        }
+        Message::Who => wants_changed(tab),
         Message::Event { id, data } => apply(tab, id, &data),
         Message::State { connection } if !holding => set_connection(tab, connection),
         _ => {}
@@ -397,12 +405,7 @@ fn reopen(tab: &Shared) {
         return;
     };
     holder.reopen_scheduled = false;
-    let mut orders: Vec<Uuid> = Vec::new();
-    for (order, _) in own.iter().chain(holder.remote.values().flatten()) {
-        if !holder.delivered.contains(order) && !orders.contains(order) {
-            orders.push(*order);
-        }
-    }
+    let mut orders = holder.wanted(&own);
     orders.truncate(MAX_ORDERS);
     let requested = holder.reopen_from.take();
     let had_stream = !holder.covered.is_empty();
@@ -486,9 +489,7 @@ fn relay(tab: &Shared, id: EventId, data: String) {
         if update.status.is_final() {
             holder.delivered.insert(update.order_id);
         }
-        let wanted = own.iter().chain(holder.remote.values().flatten());
-        let mut wanted = wanted.map(|(order, _)| order);
-        !wanted.any(|order| !holder.delivered.contains(order))
+        holder.wanted(&own).is_empty()
     };
     share_event(tab, id, data);
     if nothing_left {

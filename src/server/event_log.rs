@@ -332,12 +332,17 @@ impl Follower {
         self.cursor.is_some_and(|cursor| delivery.id <= cursor)
     }
 
+    /// The listed orders not delivered and sent yet (none when following every order).
+    fn open_orders(&self) -> impl Iterator<Item = &Progress> {
+        self.orders
+            .iter()
+            .flatten()
+            .filter(|order| !order.is_finished())
+    }
+
     /// Whether no event can come between the cursor and `delivery`.
     fn comes_next(&self, delivery: &Delivery) -> bool {
-        let Some(orders) = &self.orders else {
-            return false;
-        };
-        let mut open = orders.iter().filter(|order| !order.is_finished());
+        let mut open = self.open_orders();
         match (open.next(), open.next()) {
             (Some(only), None) => {
                 only.order_id == delivery.order_id && only.next_status == delivery.status.index()
@@ -382,12 +387,8 @@ impl Follower {
     /// Reads the selection's events after the cursor into `pending`.
     async fn read_store(&mut self) -> Result<(), StoreError> {
         let events = match &self.orders {
-            Some(orders) => {
-                let open: Vec<Uuid> = orders
-                    .iter()
-                    .filter(|order| !order.is_finished())
-                    .map(|order| order.order_id)
-                    .collect();
+            Some(_) => {
+                let open: Vec<Uuid> = self.open_orders().map(|order| order.order_id).collect();
                 let events = self.log.store.events_of(&open, self.cursor).await?;
                 self.stale = false;
                 events

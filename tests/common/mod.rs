@@ -130,6 +130,16 @@ pub async fn publish(base: &str, id: &str, status: &str) -> bool {
     response.status() == 200
 }
 
+/// The ids of an order's events, oldest first, through the API.
+pub async fn event_ids(base: &str, id: &str) -> Vec<i64> {
+    order_json(base, id).await["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().parse().unwrap())
+        .collect()
+}
+
 pub async fn order_json(base: &str, id: &str) -> Value {
     client()
         .get(format!("{base}/api/orders/{id}"))
