@@ -33,8 +33,11 @@ use crate::pages::time::local_label;
 
 /// Delay before reopening a source the browser gave up on: the server's `retry`.
 const REOPEN_AFTER: Duration = Duration::from_millis(RETRY_MS);
-/// Changes of the wanted orders within this delay make one reopening, not several.
-const SETTLE: Duration = Duration::from_millis(30);
+/// Changes of the wanted orders within this delay make one reopening, not several. It is
+/// also the gap between closing the old stream and opening the new one: the server must
+/// read the close before it lets the old stream go, and on a busy 2-core machine that took
+/// more than 30 ms (a fresh-clone CI run counted two streams for a moment).
+const SETTLE: Duration = Duration::from_millis(150);
 /// The Web Lock the tabs compete for, and the channel they talk on.
 const LOCK: &str = "order-tracking-stream";
 const CHANNEL: &str = "order-tracking";
