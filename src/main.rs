@@ -12,7 +12,7 @@ async fn main() -> std::process::ExitCode {
 
     use clap::Parser;
     use leptos::prelude::get_configuration;
-    use order_tracking::server::{config::Config, router, AppState};
+    use order_tracking::server::{config::Config, serve::serve, AppState};
     use tracing_subscriber::EnvFilter;
 
     // Flags first: `--log` (or RUST_LOG, which it mirrors) decides what is logged from here on.
@@ -54,9 +54,6 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    let shutdown = state.shutdown.clone();
-    let app = router(state);
-
     let listener = match listen(addr) {
         Ok(listener) => listener,
         Err(err) => {
@@ -66,28 +63,17 @@ async fn main() -> std::process::ExitCode {
     };
     tracing::info!("listening on http://{addr}");
 
-    let signalled = async move {
+    let shutdown = state.shutdown.clone();
+    tokio::spawn(async move {
         shutdown_signal().await;
         tracing::info!("shutting down: ending open streams");
         shutdown.cancel();
         // Whatever is still open after 5 s does not hold the process.
-        tokio::spawn(async {
-            tokio::time::sleep(Duration::from_millis(4500)).await;
-            tracing::warn!("connections still open after 4.5 s; exiting anyway");
-            std::process::exit(0);
-        });
-    };
-    // `into_make_service`: every connection shares the one router. Served as it is, axum
-    // rebuilds the router's tables for each connection (`Router::with_state(())`), and an
-    // open stream keeps them: 38.4 KiB per idle stream became 43.9 KiB with one more route;
-    // shared, it is 28.6 KiB (`sse-bench --only-idle-memory`, 10,000 streams).
-    if let Err(err) = axum::serve(listener, app.into_make_service())
-        .with_graceful_shutdown(signalled)
-        .await
-    {
-        tracing::error!(error = %err, "server failed");
-        return std::process::ExitCode::FAILURE;
-    }
+        tokio::time::sleep(Duration::from_millis(4500)).await;
+        tracing::warn!("connections still open after 4.5 s; exiting anyway");
+        std::process::exit(0);
+    });
+    serve(listener, state).await;
     std::process::ExitCode::SUCCESS
 }
 

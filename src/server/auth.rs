@@ -17,22 +17,28 @@ use crate::server::AppState;
 #[derive(Debug, Clone, Copy)]
 pub struct Admin;
 
-impl FromRequestParts<AppState> for Admin {
-    type Rejection = AppError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+impl Admin {
+    /// The guard itself, for a request head read outside axum (the streams' accept loop).
+    pub fn check(state: &AppState, authorization: Option<&[u8]>) -> Result<Admin, AppError> {
         let Some(expected) = state.config.admin_token.as_deref() else {
             return Ok(Admin);
         };
-        let presented = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|value| value.as_bytes().strip_prefix(b"Bearer "))
+        let presented = authorization
+            .and_then(|value| value.strip_prefix(b"Bearer "))
             .unwrap_or_default();
         if bool::from(presented.ct_eq(expected.as_bytes())) {
             Ok(Admin)
         } else {
             Err(AppError::Unauthorized)
         }
+    }
+}
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        let authorization = parts.headers.get(header::AUTHORIZATION);
+        Admin::check(state, authorization.map(|value| value.as_bytes()))
     }
 }

@@ -1,6 +1,6 @@
 //! Everything that runs only on the server: where an event is stored ([`store`]), fanned out
 //! ([`hub`]), published and followed ([`event_log`]), framed ([`sse`]) and streamed
-//! ([`stream`]); the demo producer ([`simulate`]); the JSON API ([`orders`]); who may do what
+//! ([`stream`]); where connections are accepted ([`serve`]); the demo producer ([`simulate`]); the JSON API ([`orders`]); who may do what
 //! ([`auth`]); operations ([`health`], [`metrics`]); and the wiring of all of it into one axum
 //! [`router`]. Each module that answers requests owns its routes and says there which
 //! guards they have.
@@ -15,6 +15,7 @@ pub mod health;
 pub mod hub;
 pub mod metrics;
 pub mod orders;
+pub mod serve;
 pub mod simulate;
 pub mod sse;
 pub mod store;

@@ -1,5 +1,5 @@
-//! Test harness: the real router on a real bound socket, or the real binary as a process,
-//! with a throw-away database; a small SSE reader over a streaming HTTP response.
+//! Test harness: the real server (its accept loop and router) on a bound socket, or the real
+//! binary as a process, with a throw-away database; a small SSE reader over a streaming response.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
@@ -10,7 +10,8 @@ use bytes::BytesMut;
 use futures::StreamExt;
 use leptos::prelude::LeptosOptions;
 use order_tracking::server::config::Config;
-use order_tracking::server::{router, AppState};
+use order_tracking::server::serve::serve;
+use order_tracking::server::AppState;
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -56,12 +57,7 @@ impl TestServer {
         let (dir, state) = test_state(adjust).await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let app = router(state.clone());
-        tokio::spawn(async move {
-            axum::serve(listener, app.into_make_service())
-                .await
-                .unwrap()
-        });
+        tokio::spawn(serve(listener, state.clone()));
         Self {
             base: format!("http://{addr}"),
             state,

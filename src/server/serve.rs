@@ -1,0 +1,339 @@
+//! The accept loop: where every connection starts.
+//!
+//! It reads the first request head of a connection itself. A stream request (`GET` of
+//! `/orders/{id}/stream` or `/stream`, HTTP/1.1, no body) is served by
+//! [`stream::direct`](crate::server::stream::direct), and the connection comes back here for
+//! its next request. Anything else (pages, the API, assets, HTTP/2, a head that does not
+//! parse) goes to the router through hyper, as `axum::serve` would serve it, with the bytes
+//! already read replayed first; hyper keeps that connection to the end.
+//!
+//! Why: most connections this server holds are open streams, and under hyper each kept
+//! 16 KiB of buffers for its whole life (see `direct`). Reading the head with `httparse`
+//! and writing frames ourselves is what lets an idle stream cost a few KiB.
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::Router;
+use bytes::{Buf, Bytes};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
+
+use crate::server::stream::{self, direct, StreamRequest, Target};
+use crate::server::{router, AppState, REQUEST_TIMEOUT};
+
+/// The largest request head read here; a larger one goes to hyper, which refuses it.
+const MAX_HEAD: usize = 16 * 1024;
+/// The most headers a stream request may have; more, and it goes to hyper.
+const MAX_HEADERS: usize = 64;
+
+/// Serves the application on `listener` until `state.shutdown` is cancelled, then waits
+/// for every connection to end (open streams end on the same signal; hyper's connections
+/// finish the request in progress).
+pub async fn serve(listener: TcpListener, state: AppState) {
+    let app = router(state.clone());
+    let connections = TaskTracker::new();
+    loop {
+        let socket = tokio::select! {
+            _ = state.shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((socket, _)) => socket,
+                Err(err) => {
+                    accept_failed(err).await;
+                    continue;
+                }
+            },
+        };
+        connections.spawn(connection(socket, state.clone(), app.clone()));
+    }
+    drop(listener);
+    connections.close();
+    connections.wait().await;
+}
+
+/// A failed `accept`: a connection that went away before it was accepted is nothing; out
+/// of descriptors or memory, wait a moment rather than spin.
+async fn accept_failed(err: io::Error) {
+    use io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(
+        err.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!(error = %err, "cannot accept a connection");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+/// One connection, request by request, for as long as its requests are streams.
+async fn connection(mut socket: TcpStream, state: AppState, app: Router) {
+    // Bytes read and not yet used: the head being read, or what came after one.
+    let mut buffered = Vec::new();
+    loop {
+        let len = match read_head(&mut socket, &mut buffered, &state.shutdown).await {
+            Head::Stream(len) => len,
+            Head::Other => {
+                // Boxed: hyper's connection is large, and would otherwise make every
+                // stream's task as large as it is.
+                Box::pin(with_hyper(socket, buffered, app, state.shutdown.clone())).await;
+                return;
+            }
+            Head::Closed => return,
+        };
+        let (opened, close) = {
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut head = httparse::Request::new(&mut headers);
+            // `read_head` parsed these very bytes: a complete stream request.
+            let _ = head.parse(&buffered[..len]);
+            let (path, query) = head
+                .path
+                .unwrap_or_default()
+                .split_once('?')
+                .unwrap_or((head.path.unwrap_or_default(), ""));
+            let header = |name: &str| {
+                head.headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case(name))
+                    .map(|h| h.value)
+            };
+            let close = header("connection").is_some_and(|value| {
+                value
+                    .split(|&b| b == b',')
+                    .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"))
+            });
+            let request = StreamRequest {
+                target: Target::of_path(path).unwrap_or(Target::Selection),
+                query,
+                last_event_id: header("last-event-id"),
+                authorization: header("authorization"),
+            };
+            // Boxed: opening reads the store, and its future is only needed for that long.
+            (Box::pin(stream::open(&state, request)).await, close)
+        };
+        // The head is done with; a stream keeps no buffer while it waits.
+        buffered = buffered.split_off(len);
+        buffered.shrink_to_fit();
+        if !direct::respond(&mut socket, opened, close, &mut buffered).await
+            || state.shutdown.is_cancelled()
+        {
+            return;
+        }
+    }
+}
+
+/// What a connection's next request is.
+#[derive(Debug, PartialEq, Eq)]
+enum Head {
+    /// A stream request whose head is the first this many bytes.
+    Stream(usize),
+    /// Anything else: for hyper.
+    Other,
+    /// The client closed the connection, sent half a head and stopped, or the server is
+    /// shutting down.
+    Closed,
+}
+
+/// Reads until `buffered` starts with a whole request head, or it is clear that it is not
+/// a stream request. Waits as long as it takes for a first byte (an idle keep-alive
+/// connection), then at most [`REQUEST_TIMEOUT`] for the rest.
+async fn read_head(
+    socket: &mut TcpStream,
+    buffered: &mut Vec<u8>,
+    shutdown: &CancellationToken,
+) -> Head {
+    let mut deadline = None;
+    loop {
+        match classify(buffered) {
+            Some(head) => return head,
+            None if buffered.len() >= MAX_HEAD => return Head::Other,
+            None => {}
+        }
+        if !buffered.is_empty() && deadline.is_none() {
+            deadline = Some(tokio::time::Instant::now() + REQUEST_TIMEOUT);
+        }
+        buffered.reserve(1024);
+        let read = async {
+            match deadline {
+                Some(deadline) => tokio::time::timeout_at(deadline, socket.read_buf(buffered))
+                    .await
+                    .unwrap_or(Ok(0)),
+                None => socket.read_buf(buffered).await,
+            }
+        };
+        let read = tokio::select! {
+            _ = shutdown.cancelled() => return Head::Closed,
+            read = read => read,
+        };
+        match read {
+            Ok(0) | Err(_) => return Head::Closed,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// What the bytes read so far are: a whole stream request head, something else, or not
+/// known yet (`None`).
+fn classify(bytes: &[u8]) -> Option<Head> {
+    // Anything that does not start as a GET of a path goes to hyper at once.
+    const GET: &[u8] = b"GET /";
+    let start = bytes.len().min(GET.len());
+    if bytes[..start] != GET[..start] {
+        return Some(Head::Other);
+    }
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut head = httparse::Request::new(&mut headers);
+    let len = match head.parse(bytes) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return None,
+        Err(_) => return Some(Head::Other),
+    };
+    let path = head.path.unwrap_or_default();
+    let path = path.split_once('?').map_or(path, |(path, _)| path);
+    let has_body_or_upgrade = head.headers.iter().any(|h| {
+        (h.name.eq_ignore_ascii_case("content-length") && h.value != b"0")
+            || h.name.eq_ignore_ascii_case("transfer-encoding")
+            || h.name.eq_ignore_ascii_case("upgrade")
+    });
+    let ours = head.version == Some(1) && Target::of_path(path).is_some() && !has_body_or_upgrade;
+    Some(if ours { Head::Stream(len) } else { Head::Other })
+}
+
+/// Serves the rest of the connection with the router, as `axum::serve` does; on shutdown
+/// the request in progress finishes and the connection closes.
+async fn with_hyper(socket: TcpStream, read: Vec<u8>, app: Router, shutdown: CancellationToken) {
+    let io = TokioIo::new(Replay {
+        read: Bytes::from(read),
+        socket,
+    });
+    let service = TowerToHyperService::new(
+        app.map_request(|request: Request<Incoming>| request.map(Body::new)),
+    );
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let connection = builder.serve_connection(io, service);
+    tokio::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => return,
+        _ = shutdown.cancelled() => connection.as_mut().graceful_shutdown(),
+    }
+    let _ = connection.await;
+}
+
+/// A socket whose first reads give back the bytes the accept loop already read.
+struct Replay {
+    read: Bytes,
+    socket: TcpStream,
+}
+
+impl AsyncRead for Replay {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.read.is_empty() {
+            return Pin::new(&mut self.socket).poll_read(cx, buf);
+        }
+        let n = self.read.len().min(buf.remaining());
+        buf.put_slice(&self.read[..n]);
+        self.read.advance(n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Replay {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.socket).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.socket).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.socket.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.socket).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.socket).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_whole_stream_request_is_ours_and_its_length_is_its_head() {
+        let head = b"GET /orders/abc/stream?last_event_id=3 HTTP/1.1\r\nHost: x\r\n\r\n";
+        let mut bytes = head.to_vec();
+        bytes.extend_from_slice(b"GET /next");
+        assert_eq!(classify(&bytes), Some(Head::Stream(head.len())));
+        let all = b"GET /stream HTTP/1.1\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(classify(all), Some(Head::Stream(all.len())));
+    }
+
+    #[test]
+    fn half_a_stream_request_waits_for_the_rest() {
+        let head = b"GET /orders/abc/stream HTTP/1.1\r\nHost: x\r\n\r\n";
+        for end in 0..head.len() {
+            assert_eq!(classify(&head[..end]), None, "{end}");
+        }
+    }
+
+    #[test]
+    fn anything_else_goes_to_hyper() {
+        for other in [
+            &b"POST /api/orders HTTP/1.1\r\n"[..],
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            b"HEAD /stream HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1\r\n\r\n",
+            b"GET /orders/abc HTTP/1.1\r\n\r\n",
+            b"GET /stream HTTP/1.0\r\n\r\n",
+            b"GET /stream HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello",
+            b"GET /stream HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"GET /stream HTTP/1.1\r\nUpgrade: websocket\r\n\r\n",
+            b"GET /stream HTTP/1.1\r\nBad Header\r\n\r\n",
+            b"\r\n",
+            b"GARBAGE",
+        ] {
+            assert_eq!(
+                classify(other),
+                Some(Head::Other),
+                "{}",
+                String::from_utf8_lossy(other)
+            );
+        }
+    }
+
+    #[test]
+    fn too_many_headers_go_to_hyper() {
+        let mut head = b"GET /stream HTTP/1.1\r\n".to_vec();
+        for i in 0..=MAX_HEADERS {
+            head.extend_from_slice(format!("x-{i}: y\r\n").as_bytes());
+        }
+        head.extend_from_slice(b"\r\n");
+        assert_eq!(classify(&head), Some(Head::Other));
+    }
+}

@@ -1,0 +1,295 @@
+//! A stream written straight to its socket, as an HTTP/1.1 response with chunked framing.
+//!
+//! Why not through hyper: an open stream is most of what this server holds, and hyper keeps
+//! an 8 KiB read buffer and an 8 KiB write buffer for every connection it serves, for as
+//! long as it serves it (`INIT_BUFFER_SIZE`, not configurable). Here a waiting stream is its
+//! socket, its [`Frames`] and this writer's state: no buffer at all. Frames are shared
+//! [`Bytes`] written with one `writev` (size line, frame, CRLF), and whatever is ready at
+//! once (the stored history on a resume, the end after `Delivered`) goes in the same call.
+//!
+//! The response is chunked, not delimited by closing the connection, so that a client can
+//! tell a stream that ended from one that broke, and the connection can serve the next
+//! request (an EventSource's reconnect that ends in `204`).
+use std::future::poll_fn;
+use std::io::{self, IoSlice, Write as _};
+use std::pin::Pin;
+
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures::FutureExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::{Frames, Opened, HEADERS};
+use crate::server::error::AppError;
+
+/// The most frames one `writev` carries.
+const BATCH: usize = 4;
+/// The most bytes of a next request a client may send while its stream is open; more, and
+/// the stream ends and the connection closes.
+const MAX_PIPELINED: usize = 16 * 1024;
+/// The chunk that ends a chunked body.
+const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+/// Writes what a stream request opened on `socket`: the stream, `204`, or the error as
+/// JSON. `close` is the client's `Connection: close`. Bytes of a next request read
+/// meanwhile are appended to `buffered`. Whether the connection can serve another request.
+pub async fn respond(
+    socket: &mut TcpStream,
+    opened: Result<Opened, AppError>,
+    close: bool,
+    buffered: &mut Vec<u8>,
+) -> bool {
+    let written = match opened {
+        Ok(Opened::Stream(frames)) => return stream(socket, frames, close, buffered).await,
+        Ok(Opened::NoContent) => {
+            let head = head("204 No Content", &[], close);
+            socket.write_all(head.as_bytes()).await
+        }
+        Err(err) => write_response(socket, err.into_response(), close).await,
+    };
+    written.is_ok() && !close
+}
+
+/// A response head: status line, `headers`, `Date` and, when asked, `Connection: close`.
+fn head(status: &str, headers: &[(&str, &str)], close: bool) -> String {
+    let mut head = format!(
+        "HTTP/1.1 {status}\r\ndate: {}\r\n",
+        httpdate::fmt_http_date(std::time::SystemTime::now())
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if close {
+        head.push_str("connection: close\r\n");
+    }
+    head.push_str("\r\n");
+    head
+}
+
+/// Writes a whole response (an error's JSON) with its length.
+async fn write_response(socket: &mut TcpStream, response: Response, close: bool) -> io::Result<()> {
+    let (parts, body) = response.into_parts();
+    // An error body is a few hundred bytes of JSON, already in memory.
+    let body = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .map_err(io::Error::other)?;
+    let status = format!(
+        "{} {}",
+        parts.status.as_u16(),
+        parts.status.canonical_reason().unwrap_or_default()
+    );
+    let length = body.len().to_string();
+    let mut headers: Vec<(&str, &str)> = parts
+        .headers
+        .iter()
+        .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?)))
+        .collect();
+    headers.push(("content-length", &length));
+    let head = head(&status, &headers, close);
+    let mut out = Vec::with_capacity(head.len() + body.len());
+    out.extend_from_slice(head.as_bytes());
+    out.extend_from_slice(&body);
+    socket.write_all(&out).await
+}
+
+/// Writes the stream until it ends or the client goes away.
+async fn stream(
+    socket: &mut TcpStream,
+    mut frames: Frames,
+    close: bool,
+    buffered: &mut Vec<u8>,
+) -> bool {
+    // Each write is a whole frame or more: sent now, not held back for the next one.
+    let _ = socket.set_nodelay(true);
+    let mut headers = HEADERS.to_vec();
+    headers.push(("transfer-encoding", "chunked"));
+    let mut batch = Batch {
+        head: Some(Bytes::from(head("200 OK", &headers, close))),
+        ..Batch::default()
+    };
+    loop {
+        let first = tokio::select! {
+            biased;
+            frame = frames.next() => frame,
+            _ = socket.readable() => {
+                if read_while_streaming(socket, buffered).is_err() {
+                    return false;
+                }
+                continue;
+            }
+        };
+        batch.push(first);
+        while !batch.is_full() && !batch.ended {
+            match frames.next().now_or_never() {
+                Some(frame) => batch.push(frame),
+                None => break,
+            }
+        }
+        if batch.write(socket).await.is_err() {
+            return false;
+        }
+        if batch.ended {
+            return !close;
+        }
+        batch = Batch::default();
+    }
+}
+
+/// Reads what the client sent while its stream is open: nothing, its end (an error here),
+/// or the start of a next request, kept in `buffered`.
+fn read_while_streaming(socket: &TcpStream, buffered: &mut Vec<u8>) -> io::Result<()> {
+    let mut bytes = [0u8; 512];
+    loop {
+        match socket.try_read(&mut bytes) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) if buffered.len() + n <= MAX_PIPELINED => buffered.extend_from_slice(&bytes[..n]),
+            Ok(_) => return Err(io::ErrorKind::OutOfMemory.into()),
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+/// What one `writev` carries: the response head (first time only), up to [`BATCH`] frames
+/// as chunks, and the last chunk when the stream is over.
+#[derive(Default)]
+struct Batch {
+    head: Option<Bytes>,
+    frames: [Bytes; BATCH],
+    len: usize,
+    ended: bool,
+}
+
+impl Batch {
+    fn push(&mut self, frame: Option<Bytes>) {
+        match frame {
+            Some(frame) => {
+                self.frames[self.len] = frame;
+                self.len += 1;
+            }
+            None => self.ended = true,
+        }
+    }
+
+    fn is_full(&self) -> bool {
+        self.len == BATCH
+    }
+
+    /// Writes it all, however many calls the socket takes.
+    async fn write(&self, socket: &mut TcpStream) -> io::Result<()> {
+        let mut lines = [[0u8; 10]; BATCH];
+        let mut line_lens = [0; BATCH];
+        for (i, frame) in self.frames[..self.len].iter().enumerate() {
+            let mut line = &mut lines[i][..];
+            write!(line, "{:x}\r\n", frame.len())?;
+            line_lens[i] = 10 - line.len();
+        }
+        let total: usize = self.head.as_ref().map_or(0, Bytes::len)
+            + (0..self.len)
+                .map(|i| line_lens[i] + self.frames[i].len() + 2)
+                .sum::<usize>()
+            + if self.ended { LAST_CHUNK.len() } else { 0 };
+        let mut written = 0;
+        while written < total {
+            let n = poll_fn(|cx| {
+                let mut slices = [IoSlice::new(&[]); 2 + 3 * BATCH];
+                let mut count = 0;
+                // The parts already written are skipped whole, the one in progress in part.
+                let mut skip = written;
+                let parts =
+                    self.head
+                        .as_deref()
+                        .into_iter()
+                        .chain((0..self.len).flat_map(|i| {
+                            [&lines[i][..line_lens[i]], &self.frames[i][..], b"\r\n"]
+                        }))
+                        .chain(self.ended.then_some(LAST_CHUNK));
+                for part in parts {
+                    if skip >= part.len() {
+                        skip -= part.len();
+                    } else {
+                        slices[count] = IoSlice::new(&part[skip..]);
+                        count += 1;
+                        skip = 0;
+                    }
+                }
+                Pin::new(&mut *socket).poll_write_vectored(cx, &slices[..count])
+            })
+            .await?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            written += n;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_head_has_its_status_headers_and_date_and_closes_when_asked() {
+        let open = head("200 OK", &[("a", "b")], false);
+        assert!(open.starts_with("HTTP/1.1 200 OK\r\ndate: "), "{open}");
+        assert!(open.ends_with("\r\na: b\r\n\r\n"), "{open}");
+        assert!(!open.contains("connection"));
+        let closing = head("204 No Content", &[], true);
+        assert!(
+            closing.ends_with("\r\nconnection: close\r\n\r\n"),
+            "{closing}"
+        );
+    }
+
+    /// The batch's bytes, written to a real socket pair in as many calls as it takes.
+    async fn written(batch: Batch) -> Vec<u8> {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut server, _) = listener.accept().await.unwrap();
+        let mut out = Vec::new();
+        let write = async move {
+            batch.write(&mut server).await.unwrap();
+        };
+        let (_, read) = tokio::join!(write, client.read_to_end(&mut out));
+        read.unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_its_head_then_each_frame_as_a_chunk_then_the_end() {
+        let mut batch = Batch {
+            head: Some(Bytes::from_static(b"HEAD\r\n\r\n")),
+            ..Batch::default()
+        };
+        batch.push(Some(Bytes::from_static(b"retry: 3000\n\n")));
+        batch.push(Some(Bytes::from(vec![b'x'; 300])));
+        batch.push(None);
+        let mut expected = b"HEAD\r\n\r\nd\r\nretry: 3000\n\n\r\n12c\r\n".to_vec();
+        expected.extend_from_slice(&[b'x'; 300]);
+        expected.extend_from_slice(b"\r\n0\r\n\r\n");
+        assert_eq!(written(batch).await, expected);
+    }
+
+    #[tokio::test]
+    async fn a_batch_larger_than_the_socket_takes_at_once_is_written_whole() {
+        // Four 2 MiB frames: far more than one writev moves, so writes resume mid-part.
+        let mut batch = Batch::default();
+        for byte in [b'a', b'b', b'c', b'd'] {
+            batch.push(Some(Bytes::from(vec![byte; 2 << 20])));
+        }
+        let out = written(batch).await;
+        let mut expected = Vec::new();
+        for byte in [b'a', b'b', b'c', b'd'] {
+            expected.extend_from_slice(b"200000\r\n");
+            expected.extend_from_slice(&vec![byte; 2 << 20]);
+            expected.extend_from_slice(b"\r\n");
+        }
+        assert_eq!(out.len(), expected.len());
+        assert!(out == expected);
+    }
+}
