@@ -135,23 +135,13 @@ async fn delivered_order(server: &TestServer) -> String {
 }
 
 #[tokio::test]
-async fn one_connection_carries_streams_204s_errors_and_pages_one_after_the_other() {
+async fn after_a_204_or_an_error_the_connection_serves_the_next_request_and_after_a_stream_it_closes(
+) {
     let server = TestServer::start().await;
     let id = delivered_order(&server).await;
     let last = event_ids(&server.base, &id).await[5];
-    let mut connection = Connection::open(&server).await;
-
     let stream = format!("/orders/{id}/stream");
-    connection.send(&get(&stream, "")).await;
-    let first = connection.response().await;
-    assert_eq!(first.status, 200);
-    assert_eq!(first.header("content-type"), Some("text/event-stream"));
-    assert_eq!(
-        String::from_utf8_lossy(&first.body)
-            .matches("event: order-update")
-            .count(),
-        6
-    );
+    let mut connection = Connection::open(&server).await;
 
     connection
         .send(&get(&stream, &format!("Last-Event-ID: {last}\r\n")))
@@ -163,30 +153,51 @@ async fn one_connection_carries_streams_204s_errors_and_pages_one_after_the_othe
     assert_eq!(error.status, 400);
     assert!(String::from_utf8_lossy(&error.body).contains("invalid_order_id"));
 
-    // Now a page: the rest of the connection belongs to the router.
+    connection.send(&get(&stream, "")).await;
+    let streamed = connection.response().await;
+    assert_eq!(streamed.status, 200);
+    assert_eq!(streamed.header("content-type"), Some("text/event-stream"));
+    assert_eq!(streamed.header("connection"), Some("close"));
+    assert_eq!(
+        String::from_utf8_lossy(&streamed.body)
+            .matches("event: order-update")
+            .count(),
+        6
+    );
+    assert!(connection.is_closed().await);
+
+    // A page after a 204: the rest of the connection belongs to the router, streams too.
+    let mut connection = Connection::open(&server).await;
+    connection
+        .send(&get(&stream, &format!("Last-Event-ID: {last}\r\n")))
+        .await;
+    assert_eq!(connection.response().await.status, 204);
     connection.send(&get("/healthz", "")).await;
     assert_eq!(connection.response().await.status, 200);
     connection.send(&get(&stream, "")).await;
     let through_router = connection.response().await;
     assert_eq!(through_router.status, 200);
-    assert_eq!(through_router.body, first.body);
+    assert_eq!(through_router.body, streamed.body);
 }
 
 #[tokio::test]
 async fn requests_sent_together_are_answered_in_order() {
     let server = TestServer::start().await;
     let id = delivered_order(&server).await;
+    let last = event_ids(&server.base, &id).await[5];
     let mut connection = Connection::open(&server).await;
-    let mut pipelined = get(&format!("/orders/{id}/stream"), "");
-    pipelined.extend(get(&format!("/stream?order={id}"), ""));
+    let mut pipelined = get(
+        &format!("/orders/{id}/stream"),
+        &format!("Last-Event-ID: {last}\r\n"),
+    );
+    pipelined.extend(get("/stream?order=nope", ""));
     pipelined.extend(get(&format!("/api/orders/{id}"), ""));
     connection.send(&pipelined).await;
 
-    let one = connection.response().await;
-    let listed = connection.response().await;
+    assert_eq!(connection.response().await.status, 204);
+    assert_eq!(connection.response().await.status, 400);
     let order = connection.response().await;
-    assert_eq!((one.status, listed.status, order.status), (200, 200, 200));
-    assert_eq!(one.body, listed.body, "one order, by either stream");
+    assert_eq!(order.status, 200);
     assert_eq!(order.header("content-type"), Some("application/json"));
 }
 
@@ -211,7 +222,7 @@ async fn a_head_that_arrives_a_byte_at_a_time_is_still_a_stream() {
 }
 
 #[tokio::test]
-async fn connection_close_is_honoured_after_a_stream_and_after_an_error() {
+async fn a_stream_and_an_error_asked_to_close_close_the_connection() {
     let server = TestServer::start().await;
     let id = delivered_order(&server).await;
     for path in [format!("/orders/{id}/stream"), "/orders/nope/stream".into()] {

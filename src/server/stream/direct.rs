@@ -8,8 +8,11 @@
 //! once (the stored history on a resume, the end after `Delivered`) goes in the same call.
 //!
 //! The response is chunked, not delimited by closing the connection, so that a client can
-//! tell a stream that ended from one that broke, and the connection can serve the next
-//! request (an EventSource's reconnect that ends in `204`).
+//! tell a stream that ended from one that broke. It says `Connection: close`, and the
+//! connection closes after it: a stream's connection is rarely of use again (EventSource
+//! reconnects three seconds later), and a closed connection lets the accept loop leave the
+//! socket's epoll registration at once (see [`crate::server::serve`]). A `204` or an error
+//! keeps the connection for the next request, unless the client asked otherwise.
 use std::future::poll_fn;
 use std::io::{self, IoSlice, Write as _};
 use std::pin::Pin;
@@ -25,23 +28,22 @@ use crate::server::error::AppError;
 
 /// The most frames one `writev` carries.
 const BATCH: usize = 4;
-/// The most bytes of a next request a client may send while its stream is open; more, and
-/// the stream ends and the connection closes.
-const MAX_PIPELINED: usize = 16 * 1024;
 /// The chunk that ends a chunked body.
 const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
 /// Writes what a stream request opened on `socket`: the stream, `204`, or the error as
-/// JSON. `close` is the client's `Connection: close`. Bytes of a next request read
-/// meanwhile are appended to `buffered`. Whether the connection can serve another request.
+/// JSON. `close` is the client's `Connection: close`. Whether the connection can serve
+/// another request: never after a stream.
 pub async fn respond(
     socket: &mut TcpStream,
     opened: Result<Opened, AppError>,
     close: bool,
-    buffered: &mut Vec<u8>,
 ) -> bool {
     let written = match opened {
-        Ok(Opened::Stream(frames)) => return stream(socket, frames, close, buffered).await,
+        Ok(Opened::Stream(frames)) => {
+            stream(socket, frames).await;
+            return false;
+        }
         Ok(Opened::NoContent) => {
             let head = head("204 No Content", &[], close);
             socket.write_all(head.as_bytes()).await
@@ -94,18 +96,13 @@ async fn write_response(socket: &mut TcpStream, response: Response, close: bool)
 }
 
 /// Writes the stream until it ends or the client goes away.
-async fn stream(
-    socket: &mut TcpStream,
-    mut frames: Frames,
-    close: bool,
-    buffered: &mut Vec<u8>,
-) -> bool {
+async fn stream(socket: &mut TcpStream, mut frames: Frames) {
     // Each write is a whole frame or more: sent now, not held back for the next one.
     let _ = socket.set_nodelay(true);
     let mut headers = HEADERS.to_vec();
     headers.push(("transfer-encoding", "chunked"));
     let mut batch = Batch {
-        head: Some(Bytes::from(head("200 OK", &headers, close))),
+        head: Some(Bytes::from(head("200 OK", &headers, true))),
         ..Batch::default()
     };
     loop {
@@ -113,8 +110,8 @@ async fn stream(
             biased;
             frame = frames.next() => frame,
             _ = socket.readable() => {
-                if read_while_streaming(socket, buffered).is_err() {
-                    return false;
+                if client_left(socket) {
+                    return;
                 }
                 continue;
             }
@@ -126,27 +123,22 @@ async fn stream(
                 None => break,
             }
         }
-        if batch.write(socket).await.is_err() {
-            return false;
-        }
-        if batch.ended {
-            return !close;
+        if batch.write(socket).await.is_err() || batch.ended {
+            return;
         }
         batch = Batch::default();
     }
 }
 
-/// Reads what the client sent while its stream is open: nothing, its end (an error here),
-/// or the start of a next request, kept in `buffered`.
-fn read_while_streaming(socket: &TcpStream, buffered: &mut Vec<u8>) -> io::Result<()> {
+/// Reads what the client sent while its stream is open: nothing, or its end. Anything else
+/// (a next request, sent early) is dropped: the connection closes after the stream.
+fn client_left(socket: &TcpStream) -> bool {
     let mut bytes = [0u8; 512];
     loop {
         match socket.try_read(&mut bytes) {
-            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-            Ok(n) if buffered.len() + n <= MAX_PIPELINED => buffered.extend_from_slice(&bytes[..n]),
-            Ok(_) => return Err(io::ErrorKind::OutOfMemory.into()),
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-            Err(err) => return Err(err),
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(err) => return err.kind() != io::ErrorKind::WouldBlock,
         }
     }
 }
