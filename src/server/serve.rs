@@ -342,6 +342,10 @@ impl AsyncRead for Replay {
         let n = self.read.len().min(buf.remaining());
         buf.put_slice(&self.read[..n]);
         self.read.advance(n);
+        if self.read.is_empty() {
+            // Replayed: let go of the head's buffer rather than keep it for the connection.
+            self.read = Bytes::new();
+        }
         Poll::Ready(Ok(()))
     }
 }
