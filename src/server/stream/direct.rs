@@ -168,20 +168,28 @@ impl Batch {
         self.len == BATCH
     }
 
+    /// Its bytes in order: the head, each frame as a chunk (size line, frame, CRLF), and the
+    /// last chunk. `sizes` are the frames' size lines.
+    fn parts<'a>(&'a self, sizes: &'a [SizeLine]) -> impl Iterator<Item = &'a [u8]> + 'a {
+        let chunks = sizes
+            .iter()
+            .zip(&self.frames[..self.len])
+            .flat_map(|(size, frame)| [size.as_bytes(), &frame[..], b"\r\n"]);
+        self.head
+            .as_deref()
+            .into_iter()
+            .chain(chunks)
+            .chain(self.ended.then_some(LAST_CHUNK))
+    }
+
     /// Writes it all, however many calls the socket takes.
     async fn write(&self, socket: &mut TcpStream) -> io::Result<()> {
-        let mut lines = [[0u8; 10]; BATCH];
-        let mut line_lens = [0; BATCH];
-        for (i, frame) in self.frames[..self.len].iter().enumerate() {
-            let mut line = &mut lines[i][..];
-            write!(line, "{:x}\r\n", frame.len())?;
-            line_lens[i] = 10 - line.len();
+        let mut sizes = [SizeLine::EMPTY; BATCH];
+        for (size, frame) in sizes.iter_mut().zip(&self.frames[..self.len]) {
+            *size = SizeLine::of(frame.len())?;
         }
-        let total: usize = self.head.as_ref().map_or(0, Bytes::len)
-            + (0..self.len)
-                .map(|i| line_lens[i] + self.frames[i].len() + 2)
-                .sum::<usize>()
-            + if self.ended { LAST_CHUNK.len() } else { 0 };
+        let sizes = &sizes[..self.len];
+        let total: usize = self.parts(sizes).map(<[u8]>::len).sum();
         let mut written = 0;
         while written < total {
             let n = poll_fn(|cx| {
@@ -189,15 +197,7 @@ impl Batch {
                 let mut count = 0;
                 // The parts already written are skipped whole, the one in progress in part.
                 let mut skip = written;
-                let parts =
-                    self.head
-                        .as_deref()
-                        .into_iter()
-                        .chain((0..self.len).flat_map(|i| {
-                            [&lines[i][..line_lens[i]], &self.frames[i][..], b"\r\n"]
-                        }))
-                        .chain(self.ended.then_some(LAST_CHUNK));
-                for part in parts {
+                for part in self.parts(sizes) {
                     if skip >= part.len() {
                         skip -= part.len();
                     } else {
@@ -215,6 +215,33 @@ impl Batch {
             written += n;
         }
         Ok(())
+    }
+}
+
+/// A chunk's size line: the length in hex, then CRLF.
+#[derive(Clone, Copy)]
+struct SizeLine {
+    bytes: [u8; 10],
+    len: usize,
+}
+
+impl SizeLine {
+    const EMPTY: SizeLine = SizeLine {
+        bytes: [0; 10],
+        len: 0,
+    };
+
+    /// Fails for a size over eight hex digits (4 GiB), which no frame comes near.
+    fn of(size: usize) -> io::Result<Self> {
+        let mut bytes = [0u8; 10];
+        let mut rest = &mut bytes[..];
+        write!(rest, "{size:x}\r\n")?;
+        let len = 10 - rest.len();
+        Ok(Self { bytes, len })
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
     }
 }
 
