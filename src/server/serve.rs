@@ -98,29 +98,12 @@ async fn connection(mut socket: TcpStream, state: AppState, app: Router) {
         let (opened, close) = {
             let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
             let mut head = httparse::Request::new(&mut headers);
-            // `read_head` parsed these very bytes: a complete stream request.
+            // `read_head` parsed these very bytes and found a stream request; they are parsed
+            // again here because a borrow of `buffered` cannot leave `read_head`'s loop.
             let _ = head.parse(&buffered[..len]);
-            let (path, query) = head
-                .path
-                .unwrap_or_default()
-                .split_once('?')
-                .unwrap_or((head.path.unwrap_or_default(), ""));
-            let header = |name: &str| {
-                head.headers
-                    .iter()
-                    .find(|h| h.name.eq_ignore_ascii_case(name))
-                    .map(|h| h.value)
-            };
-            let close = header("connection").is_some_and(|value| {
-                value
-                    .split(|&b| b == b',')
-                    .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"))
-            });
-            let request = StreamRequest {
-                target: Target::of_path(path).unwrap_or(Target::Selection),
-                query,
-                last_event_id: header("last-event-id"),
-                authorization: header("authorization"),
+            let Some((request, close)) = stream_request(&head) else {
+                Box::pin(with_hyper(socket, buffered, app, state.shutdown.clone())).await;
+                return;
             };
             // Boxed: opening reads the store, and its future is only needed for that long.
             (Box::pin(stream::open(&state, request)).await, close)
@@ -293,15 +276,44 @@ fn classify(bytes: &[u8]) -> Option<Head> {
         Ok(httparse::Status::Partial) => return None,
         Err(_) => return Some(Head::Other),
     };
-    let path = head.path.unwrap_or_default();
-    let path = path.split_once('?').map_or(path, |(path, _)| path);
+    Some(if stream_request(&head).is_some() {
+        Head::Stream(len)
+    } else {
+        Head::Other
+    })
+}
+
+/// The stream request a parsed head is, and whether its client asked to close: a `GET` of
+/// a stream path over HTTP/1.1, with no body and no upgrade. `None` for anything else.
+fn stream_request<'b>(head: &httparse::Request<'_, 'b>) -> Option<(StreamRequest<'b>, bool)> {
+    let header = |name: &str| {
+        head.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+    };
     let has_body_or_upgrade = head.headers.iter().any(|h| {
         (h.name.eq_ignore_ascii_case("content-length") && h.value != b"0")
             || h.name.eq_ignore_ascii_case("transfer-encoding")
             || h.name.eq_ignore_ascii_case("upgrade")
     });
-    let ours = head.version == Some(1) && Target::of_path(path).is_some() && !has_body_or_upgrade;
-    Some(if ours { Head::Stream(len) } else { Head::Other })
+    if head.method != Some("GET") || head.version != Some(1) || has_body_or_upgrade {
+        return None;
+    }
+    let path = head.path?;
+    let (path, query) = path.split_once('?').unwrap_or((path, ""));
+    let close = header("connection").is_some_and(|value| {
+        value
+            .split(|&b| b == b',')
+            .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"))
+    });
+    let request = StreamRequest {
+        target: Target::of_path(path)?,
+        query,
+        last_event_id: header("last-event-id"),
+        authorization: header("authorization"),
+    };
+    Some((request, close))
 }
 
 /// Serves the rest of the connection with the router, as `axum::serve` does; on shutdown
@@ -392,6 +404,30 @@ mod tests {
         assert_eq!(classify(&bytes), Some(Head::Stream(head.len())));
         let all = b"GET /stream HTTP/1.1\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n";
         assert_eq!(classify(all), Some(Head::Stream(all.len())));
+    }
+
+    #[test]
+    fn a_stream_request_is_its_target_query_resume_id_token_and_close() {
+        let bytes = b"GET /orders/abc/stream?last_event_id=3 HTTP/1.1\r\nLast-Event-ID: 7\r\n\
+            authorization: Bearer t\r\nConnection: keep-alive, Close\r\n\r\n";
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut head = httparse::Request::new(&mut headers);
+        head.parse(bytes).unwrap();
+        let (request, close) = stream_request(&head).unwrap();
+        assert_eq!(request.target, Target::Order("abc"));
+        assert_eq!(request.query, "last_event_id=3");
+        assert_eq!(request.last_event_id, Some(&b"7"[..]));
+        assert_eq!(request.authorization, Some(&b"Bearer t"[..]));
+        assert!(close);
+
+        let bytes = b"GET /stream HTTP/1.1\r\nConnection: keep-alive\r\n\r\n";
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut head = httparse::Request::new(&mut headers);
+        head.parse(bytes).unwrap();
+        let (request, close) = stream_request(&head).unwrap();
+        assert_eq!((request.target, request.query), (Target::Selection, ""));
+        assert_eq!((request.last_event_id, request.authorization), (None, None));
+        assert!(!close);
     }
 
     #[test]
