@@ -1,6 +1,7 @@
 //! The embedded SQLite store (sqlx): WAL journal, `synchronous = FULL`, migrations from
 //! `migrations/sqlite/` applied at start-up. Appends go through [`GroupCommit`]; SQLite has
 //! one writer at a time, so ids are assigned, and become visible, in commit order.
+use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -48,6 +49,9 @@ impl SqliteStore {
         }
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
+            // An embedded connection cannot go stale; a ping before each use would be one
+            // more trip to its worker thread per query.
+            .test_before_acquire(false)
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
@@ -60,11 +64,58 @@ struct Writer {
     pool: SqlitePool,
 }
 
+/// The whole batch in one statement: the updates go in as one JSON array, so the statement
+/// is prepared once whatever the batch's size, and run in autocommit it is one transaction.
+const INSERT_BATCH: &str = "INSERT INTO events (order_id, status, at_ms) \
+     SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?) ORDER BY key \
+     RETURNING id, order_id, status";
+
 #[async_trait]
 impl Batch for Writer {
-    /// Inserts each update in one transaction. An insert that breaks a constraint (a duplicate
-    /// or a skipped status) fails alone: SQLite aborts that statement and keeps the transaction.
+    /// Stores the batch in one statement: each call to SQLite's worker thread costs two
+    /// thread wake-ups, so a batch of eight costs one call instead of ten. Should any row break
+    /// a constraint (a duplicate or a skipped status), the statement stores nothing and the
+    /// batch is stored again row by row, so that the others still succeed.
     async fn write(
+        &self,
+        updates: &[OrderStatusUpdate],
+    ) -> Result<Vec<Result<OrderEvent, StoreError>>, StoreError> {
+        match self.insert_batch(updates).await {
+            Ok(inserted) => match_ids(updates, &inserted),
+            Err(sqlx::Error::Database(db)) if is_refusal(db.as_ref()) => {
+                self.write_each(updates).await
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+}
+
+impl Writer {
+    /// The batch as one statement: every row, or none when one is refused.
+    async fn insert_batch(
+        &self,
+        updates: &[OrderStatusUpdate],
+    ) -> Result<Vec<SqliteRow>, sqlx::Error> {
+        let rows: Vec<(&Uuid, usize, i64)> = updates
+            .iter()
+            .map(|u| {
+                (
+                    &u.order_id,
+                    u.status.index(),
+                    u.timestamp.timestamp_millis(),
+                )
+            })
+            .collect();
+        let json = serde_json::to_string(&rows).map_err(|err| sqlx::Error::Encode(err.into()))?;
+        sqlx::query(INSERT_BATCH)
+            .bind(json)
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    /// Inserts each update in one transaction. An insert that breaks a constraint fails alone:
+    /// SQLite aborts that statement and keeps the transaction.
+    async fn write_each(
         &self,
         updates: &[OrderStatusUpdate],
     ) -> Result<Vec<Result<OrderEvent, StoreError>>, StoreError> {
@@ -84,10 +135,7 @@ impl Batch for Writer {
                     id: EventId(id),
                     update: update.clone(),
                 }),
-                Err(sqlx::Error::Database(db))
-                    if db.is_unique_violation()
-                        || db.code().as_deref() == Some(SQLITE_CONSTRAINT_TRIGGER) =>
-                {
+                Err(sqlx::Error::Database(db)) if is_refusal(db.as_ref()) => {
                     let current = current_status(&mut tx, update.order_id).await?;
                     Err(StoreError::Conflict(conflict(current, update.status)))
                 }
@@ -97,6 +145,40 @@ impl Batch for Writer {
         tx.commit().await?;
         Ok(outcomes)
     }
+}
+
+/// Whether the database refused a row for a rule of the schema: `UNIQUE` (a status stored
+/// twice) or the trigger (a status skipped).
+fn is_refusal(db: &dyn sqlx::error::DatabaseError) -> bool {
+    db.is_unique_violation() || db.code().as_deref() == Some(SQLITE_CONSTRAINT_TRIGGER)
+}
+
+/// Gives each update the id its row got. SQLite does not promise `RETURNING` in row order,
+/// so rows are matched on (order, status), which `UNIQUE` makes one row each.
+fn match_ids(
+    updates: &[OrderStatusUpdate],
+    inserted: &[SqliteRow],
+) -> Result<Vec<Result<OrderEvent, StoreError>>, StoreError> {
+    let mut ids = HashMap::with_capacity(inserted.len());
+    for row in inserted {
+        let order_id: String = row.try_get("order_id")?;
+        let order_id = Uuid::parse_str(&order_id).map_err(|_| decode_error("order_id"))?;
+        let status = status_column(row.try_get("status")?)?;
+        ids.insert((order_id, status), EventId(row.try_get("id")?));
+    }
+    updates
+        .iter()
+        .map(|update| {
+            let id = ids
+                .get(&(update.order_id, update.status))
+                .copied()
+                .ok_or_else(|| StoreError::backend("a stored row was not returned"))?;
+            Ok(Ok(OrderEvent {
+                id,
+                update: update.clone(),
+            }))
+        })
+        .collect()
 }
 
 async fn current_status(
@@ -214,5 +296,88 @@ impl EventStore for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+
+    use super::*;
+
+    async fn writer() -> (tempfile::TempDir, Writer) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/orders.db", dir.path().display());
+        let store = SqliteStore::open(&url).await.unwrap();
+        (dir, Writer { pool: store.pool })
+    }
+
+    fn update(order_id: Uuid, status: OrderStatus) -> OrderStatusUpdate {
+        OrderStatusUpdate::new(order_id, status, Utc::now())
+    }
+
+    fn statuses(outcomes: &[Result<OrderEvent, StoreError>]) -> Vec<Option<OrderStatus>> {
+        outcomes
+            .iter()
+            .map(|outcome| outcome.as_ref().ok().map(OrderEvent::status))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_batch_stores_several_steps_of_one_order_in_order_with_their_ids() {
+        let (_dir, writer) = writer().await;
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let batch = [
+            update(a, OrderStatus::Created),
+            update(b, OrderStatus::Created),
+            update(a, OrderStatus::PaymentConfirmed),
+            update(a, OrderStatus::Packed),
+        ];
+        // In one statement, not row by row after a refusal: the trigger sees the rows before.
+        let scratch = self::writer().await;
+        assert_eq!(scratch.1.insert_batch(&batch).await.unwrap().len(), 4);
+        let outcomes = writer.write(&batch).await.unwrap();
+        let events: Vec<OrderEvent> = outcomes.into_iter().map(Result::unwrap).collect();
+        for (event, sent) in events.iter().zip(&batch) {
+            assert_eq!(&event.update, sent);
+        }
+        let ids: Vec<i64> = events.iter().map(|e| e.id.0).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+        let stored = sqlx::query_scalar::<_, i64>("SELECT id FROM events ORDER BY id")
+            .fetch_all(&writer.pool)
+            .await
+            .unwrap();
+        assert_eq!(stored, ids);
+    }
+
+    #[tokio::test]
+    async fn a_refused_row_fails_alone_and_the_rest_of_its_batch_is_stored() {
+        let (_dir, writer) = writer().await;
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let batch = [
+            update(a, OrderStatus::Created),
+            update(a, OrderStatus::Created),
+            update(b, OrderStatus::Packed),
+            update(b, OrderStatus::Created),
+            update(a, OrderStatus::PaymentConfirmed),
+        ];
+        let outcomes = writer.write(&batch).await.unwrap();
+        assert_eq!(
+            statuses(&outcomes),
+            [
+                Some(OrderStatus::Created),
+                None,
+                None,
+                Some(OrderStatus::Created),
+                Some(OrderStatus::PaymentConfirmed),
+            ]
+        );
+        assert!(matches!(outcomes[1], Err(StoreError::Conflict(_))));
+        assert!(matches!(outcomes[2], Err(StoreError::Conflict(_))));
+        let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+            .fetch_one(&writer.pool)
+            .await
+            .unwrap();
+        assert_eq!(stored, 3);
     }
 }
