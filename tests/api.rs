@@ -127,6 +127,8 @@ async fn every_route_answers_with_the_right_status_and_error_code() {
         (Method::POST, status_uri.clone(), vec![("content-type", "text/plain")], br#"{"status":"PaymentConfirmed"}"#.to_vec(), 415, Some("unsupported_media_type")),
         (Method::POST, status_uri.clone(), vec![JSON], big.into_bytes(), 413, Some("payload_too_large")),
         (Method::POST, format!("/api/orders/{unknown}/status"), vec![JSON], br#"{"status":"PaymentConfirmed"}"#.to_vec(), 404, Some("order_not_found")),
+        (Method::POST, format!("/api/orders/{unknown}/status"), vec![JSON], br#"{"status":"Delivered"}"#.to_vec(), 404, Some("order_not_found")),
+        (Method::POST, format!("/api/orders/{unknown}/status"), vec![JSON], br#"{"status":"Created"}"#.to_vec(), 404, Some("order_not_found")),
         (Method::POST, "/api/orders/123/status".into(), vec![JSON], br#"{"status":"PaymentConfirmed"}"#.to_vec(), 400, Some("invalid_order_id")),
         (Method::POST, status_uri.clone(), vec![JSON], br#"{"status":"PaymentConfirmed"}"#.to_vec(), 200, None),
         (Method::POST, "/orders/xyz/simulate".into(), vec![], vec![], 400, Some("invalid_order_id")),
@@ -162,6 +164,16 @@ async fn every_route_answers_with_the_right_status_and_error_code() {
         .json();
     assert_eq!(order["status"], "PaymentConfirmed");
     assert_eq!(order["events"][1]["status"], "PaymentConfirmed");
+    // Advancing an unknown order, even to Created, did not create it.
+    let reply = send(
+        &app,
+        Method::GET,
+        &format!("/api/orders/{unknown}"),
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]

@@ -13,6 +13,7 @@ use crate::domain::{Order, OrderStatus};
 use crate::server::auth::Admin;
 use crate::server::error::AppError;
 use crate::server::extract::{Expected, JsonBody, OrderId, Params};
+use crate::server::store::StoreError;
 use crate::server::{with_timeout, AppState};
 
 pub const DEFAULT_LIMIT: u32 = 20;
@@ -99,9 +100,24 @@ pub async fn advance(
     JsonBody(body): JsonBody<AdvanceBody>,
 ) -> Result<Response, AppError> {
     let status: OrderStatus = body.status.parse()?;
-    if state.event_log.order(order_id).await?.is_none() {
-        return Err(AppError::OrderNotFound);
+    let exists = || async {
+        match state.event_log.order(order_id).await? {
+            Some(_) => Ok(()),
+            None => Err(AppError::OrderNotFound),
+        }
+    };
+    // `Created` would create the order: that is `POST /api/orders`, so here it must exist.
+    if status == OrderStatus::Created {
+        exists().await?;
     }
-    let event = state.event_log.publish(order_id, status).await?;
-    Ok(Json(event).into_response())
+    // Any other status is refused by the store unless its predecessor is stored, so the
+    // order's existence is only looked up to explain a refusal: one query per publish, not two.
+    match state.event_log.publish(order_id, status).await {
+        Ok(event) => Ok(Json(event).into_response()),
+        Err(StoreError::Conflict(conflict)) => {
+            exists().await?;
+            Err(StoreError::Conflict(conflict).into())
+        }
+        Err(err) => Err(err.into()),
+    }
 }
