@@ -54,6 +54,19 @@ struct Args {
     /// Only (4), idle memory per subscriber, on our server: for trying a change quickly.
     #[arg(long)]
     only_idle_memory: bool,
+    /// Only one fan-out scenario, on our server, printing its figures: for trying a change
+    /// quickly (or profiling it) without the whole run.
+    #[arg(long, value_enum)]
+    only: Option<Only>,
+}
+
+/// The scenarios `--only` can run alone.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum Only {
+    /// (1): every subscriber on one order.
+    One,
+    /// (2): subscribers over `--orders` orders.
+    Many,
 }
 
 struct Results {
@@ -407,6 +420,28 @@ fn main() -> std::process::ExitCode {
             scenarios::idle_memory(&server, args.subscribers).await
         });
         println!("(4) idle: RSS per subscriber {kib:.2} KiB ({connected} connected)");
+        return std::process::ExitCode::SUCCESS;
+    }
+    if let Some(only) = args.only {
+        let fanout = runtime.block_on(async {
+            let server = Server::start_ours(&args.server, &args.site_root).await;
+            let orders = match only {
+                Only::One => 1,
+                Only::Many => args.orders,
+            };
+            scenarios::fanout(&server, args.subscribers, orders).await
+        });
+        let ms = |p: f64| percentile(&fanout.latencies_us, p) / 1000.0;
+        println!(
+            "{only:?}: p50 {:.2} ms, p99 {:.2} ms, round (median) {:.1} ms, {:.0} deliveries/s, CPU {:.2} s ({:.2} s in the rounds), {} losses",
+            ms(50.0),
+            ms(99.0),
+            median(&fanout.round_ms),
+            fanout.deliveries_per_s,
+            fanout.cpu_s,
+            fanout.rounds_cpu_s,
+            fanout.losses
+        );
         return std::process::ExitCode::SUCCESS;
     }
     let with_postgres = std::env::var_os("PGHOST").is_some();

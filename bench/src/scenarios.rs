@@ -219,6 +219,8 @@ pub struct Fanout {
     pub failed_subscribers: usize,
     pub duplicates: usize,
     pub cpu_s: f64,
+    /// The part of `cpu_s` spent in the rounds, after every subscriber connected.
+    pub rounds_cpu_s: f64,
     /// The server's resident memory once every subscriber is connected.
     pub rss_connected_kib: u64,
 }
@@ -264,6 +266,7 @@ pub async fn fanout(server: &Server, subscribers: usize, orders: usize) -> Fanou
         ..Fanout::default()
     };
     let connected = shared.connected.load(Ordering::Acquire);
+    let rounds_cpu_before = server.cpu_seconds();
     let mut fanout_total = Duration::ZERO;
     for index in 1..=5 {
         let started = Instant::now();
@@ -275,6 +278,7 @@ pub async fn fanout(server: &Server, subscribers: usize, orders: usize) -> Fanou
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     result.cpu_s = server.cpu_seconds() - cpu_before;
+    result.rounds_cpu_s = server.cpu_seconds() - rounds_cpu_before;
     eprintln!("    rounds (ms): {:.1?}", result.round_ms);
     result.deliveries_per_s = (connected * 5) as f64 / fanout_total.as_secs_f64();
     for task in tasks {
