@@ -11,13 +11,14 @@ use crate::domain::{OrderEvent, OrderStatusUpdate};
 /// The most appends committed together.
 const MAX_BATCH: usize = 256;
 
-/// What a backend does with a batch.
+/// What a backend does with a batch. The writer task owns it, so it may keep state of its own
+/// (SQLite keeps its connection).
 #[async_trait]
-pub(super) trait Batch: Send + Sync + 'static {
+pub(super) trait Batch: Send + 'static {
     /// Stores the updates in one transaction. Each gets its own outcome: an update that is not
     /// its order's next status fails alone. `Err`: the transaction failed and none is stored.
     async fn write(
-        &self,
+        &mut self,
         updates: &[OrderStatusUpdate],
     ) -> Result<Vec<Result<OrderEvent, StoreError>>, StoreError>;
 }
@@ -64,7 +65,7 @@ impl GroupCommit {
     }
 }
 
-async fn write_appends(backend: impl Batch, mut waiting: mpsc::Receiver<Append>) {
+async fn write_appends(mut backend: impl Batch, mut waiting: mpsc::Receiver<Append>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut updates = Vec::with_capacity(MAX_BATCH);
     while waiting.recv_many(&mut batch, MAX_BATCH).await > 0 {

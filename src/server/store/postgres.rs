@@ -89,7 +89,7 @@ impl Batch for Writer {
     /// from the order's current status. UNIQUE and the trigger stay as the database's own
     /// guard against any other writer.
     async fn write(
-        &self,
+        &mut self,
         updates: &[OrderStatusUpdate],
     ) -> Result<Vec<Result<OrderEvent, StoreError>>, StoreError> {
         in_time(async {

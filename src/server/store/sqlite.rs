@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
-use sqlx::{Row, SqliteConnection, SqlitePool};
+use sqlx::{ConnectOptions, Connection, Row, SqliteConnection, SqlitePool};
 use uuid::Uuid;
 
 use super::group_commit::{Batch, GroupCommit};
@@ -52,16 +52,24 @@ impl SqliteStore {
             // An embedded connection cannot go stale; a ping before each use would be one
             // more trip to its worker thread per query.
             .test_before_acquire(false)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        let writer = GroupCommit::start(Writer { pool: pool.clone() });
+        let writer = GroupCommit::start(Writer {
+            connection: Some(options.connect().await?),
+            options,
+        });
         Ok(Self { pool, writer })
     }
 }
 
+/// The group commit's side of the database: a connection of its own, outside the pool. A
+/// pooled connection is pinged each time it goes back to the pool (sqlx 0.8), which for SQLite
+/// is one more trip to its worker thread per batch; SQLite has one writer at a time anyway.
 struct Writer {
-    pool: SqlitePool,
+    options: SqliteConnectOptions,
+    /// Opened on first use, and again after a failure that may have left it unusable.
+    connection: Option<SqliteConnection>,
 }
 
 /// The whole batch in one statement: the updates go in as one JSON array, so the statement
@@ -77,74 +85,81 @@ impl Batch for Writer {
     /// a constraint (a duplicate or a skipped status), the statement stores nothing and the
     /// batch is stored again row by row, so that the others still succeed.
     async fn write(
-        &self,
+        &mut self,
         updates: &[OrderStatusUpdate],
     ) -> Result<Vec<Result<OrderEvent, StoreError>>, StoreError> {
-        match self.insert_batch(updates).await {
+        let mut connection = match self.connection.take() {
+            Some(connection) => connection,
+            None => self.options.connect().await?,
+        };
+        let outcomes = match insert_batch(&mut connection, updates).await {
             Ok(inserted) => match_ids(updates, &inserted),
             Err(sqlx::Error::Database(db)) if is_refusal(db.as_ref()) => {
-                self.write_each(updates).await
+                write_each(&mut connection, updates).await
             }
             Err(err) => Err(err.into()),
+        };
+        // Kept only while it works: a failed batch opens a fresh connection for the next.
+        if outcomes.is_ok() {
+            self.connection = Some(connection);
         }
+        outcomes
     }
 }
 
-impl Writer {
-    /// The batch as one statement: every row, or none when one is refused.
-    async fn insert_batch(
-        &self,
-        updates: &[OrderStatusUpdate],
-    ) -> Result<Vec<SqliteRow>, sqlx::Error> {
-        let rows: Vec<(&Uuid, usize, i64)> = updates
-            .iter()
-            .map(|u| {
-                (
-                    &u.order_id,
-                    u.status.index(),
-                    u.timestamp.timestamp_millis(),
-                )
-            })
-            .collect();
-        let json = serde_json::to_string(&rows).map_err(|err| sqlx::Error::Encode(err.into()))?;
-        sqlx::query(INSERT_BATCH)
-            .bind(json)
-            .fetch_all(&self.pool)
-            .await
-    }
-
-    /// Inserts each update in one transaction. An insert that breaks a constraint fails alone:
-    /// SQLite aborts that statement and keeps the transaction.
-    async fn write_each(
-        &self,
-        updates: &[OrderStatusUpdate],
-    ) -> Result<Vec<Result<OrderEvent, StoreError>>, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let mut outcomes = Vec::with_capacity(updates.len());
-        for update in updates {
-            let inserted = sqlx::query_scalar::<_, i64>(
-                "INSERT INTO events (order_id, status, at_ms) VALUES (?, ?, ?) RETURNING id",
+/// The batch as one statement: every row, or none when one is refused.
+async fn insert_batch(
+    connection: &mut SqliteConnection,
+    updates: &[OrderStatusUpdate],
+) -> Result<Vec<SqliteRow>, sqlx::Error> {
+    let rows: Vec<(&Uuid, usize, i64)> = updates
+        .iter()
+        .map(|u| {
+            (
+                &u.order_id,
+                u.status.index(),
+                u.timestamp.timestamp_millis(),
             )
-            .bind(update.order_id.to_string())
-            .bind(update.status.index() as i64)
-            .bind(update.timestamp.timestamp_millis())
-            .fetch_one(&mut *tx)
-            .await;
-            outcomes.push(match inserted {
-                Ok(id) => Ok(OrderEvent {
-                    id: EventId(id),
-                    update: update.clone(),
-                }),
-                Err(sqlx::Error::Database(db)) if is_refusal(db.as_ref()) => {
-                    let current = current_status(&mut tx, update.order_id).await?;
-                    Err(StoreError::Conflict(conflict(current, update.status)))
-                }
-                Err(err) => return Err(err.into()),
-            });
-        }
-        tx.commit().await?;
-        Ok(outcomes)
+        })
+        .collect();
+    let json = serde_json::to_string(&rows).map_err(|err| sqlx::Error::Encode(err.into()))?;
+    sqlx::query(INSERT_BATCH)
+        .bind(json)
+        .fetch_all(connection)
+        .await
+}
+
+/// Inserts each update in one transaction. An insert that breaks a constraint fails alone:
+/// SQLite aborts that statement and keeps the transaction.
+async fn write_each(
+    connection: &mut SqliteConnection,
+    updates: &[OrderStatusUpdate],
+) -> Result<Vec<Result<OrderEvent, StoreError>>, StoreError> {
+    let mut tx = connection.begin().await?;
+    let mut outcomes = Vec::with_capacity(updates.len());
+    for update in updates {
+        let inserted = sqlx::query_scalar::<_, i64>(
+            "INSERT INTO events (order_id, status, at_ms) VALUES (?, ?, ?) RETURNING id",
+        )
+        .bind(update.order_id.to_string())
+        .bind(update.status.index() as i64)
+        .bind(update.timestamp.timestamp_millis())
+        .fetch_one(&mut *tx)
+        .await;
+        outcomes.push(match inserted {
+            Ok(id) => Ok(OrderEvent {
+                id: EventId(id),
+                update: update.clone(),
+            }),
+            Err(sqlx::Error::Database(db)) if is_refusal(db.as_ref()) => {
+                let current = current_status(&mut tx, update.order_id).await?;
+                Err(StoreError::Conflict(conflict(current, update.status)))
+            }
+            Err(err) => return Err(err.into()),
+        });
     }
+    tx.commit().await?;
+    Ok(outcomes)
 }
 
 /// Whether the database refused a row for a rule of the schema: `UNIQUE` (a status stored
@@ -305,11 +320,17 @@ mod tests {
 
     use super::*;
 
-    async fn writer() -> (tempfile::TempDir, Writer) {
+    /// A writer on a fresh database, and a pool to look at what it stored.
+    async fn writer() -> (tempfile::TempDir, Writer, SqlitePool) {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}/orders.db", dir.path().display());
         let store = SqliteStore::open(&url).await.unwrap();
-        (dir, Writer { pool: store.pool })
+        let options = SqliteConnectOptions::from_str(&url).unwrap();
+        let writer = Writer {
+            connection: Some(options.connect().await.unwrap()),
+            options,
+        };
+        (dir, writer, store.pool)
     }
 
     fn update(order_id: Uuid, status: OrderStatus) -> OrderStatusUpdate {
@@ -325,7 +346,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_batch_stores_several_steps_of_one_order_in_order_with_their_ids() {
-        let (_dir, writer) = writer().await;
+        let (_dir, mut writer, pool) = writer().await;
         let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
         let batch = [
             update(a, OrderStatus::Created),
@@ -334,8 +355,9 @@ mod tests {
             update(a, OrderStatus::Packed),
         ];
         // In one statement, not row by row after a refusal: the trigger sees the rows before.
-        let scratch = self::writer().await;
-        assert_eq!(scratch.1.insert_batch(&batch).await.unwrap().len(), 4);
+        let (_scratch, mut other, _) = self::writer().await;
+        let connection = other.connection.as_mut().unwrap();
+        assert_eq!(insert_batch(connection, &batch).await.unwrap().len(), 4);
         let outcomes = writer.write(&batch).await.unwrap();
         let events: Vec<OrderEvent> = outcomes.into_iter().map(Result::unwrap).collect();
         for (event, sent) in events.iter().zip(&batch) {
@@ -344,7 +366,7 @@ mod tests {
         let ids: Vec<i64> = events.iter().map(|e| e.id.0).collect();
         assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
         let stored = sqlx::query_scalar::<_, i64>("SELECT id FROM events ORDER BY id")
-            .fetch_all(&writer.pool)
+            .fetch_all(&pool)
             .await
             .unwrap();
         assert_eq!(stored, ids);
@@ -352,7 +374,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_refused_row_fails_alone_and_the_rest_of_its_batch_is_stored() {
-        let (_dir, writer) = writer().await;
+        let (_dir, mut writer, pool) = writer().await;
         let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
         let batch = [
             update(a, OrderStatus::Created),
@@ -375,9 +397,20 @@ mod tests {
         assert!(matches!(outcomes[1], Err(StoreError::Conflict(_))));
         assert!(matches!(outcomes[2], Err(StoreError::Conflict(_))));
         let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
-            .fetch_one(&writer.pool)
+            .fetch_one(&pool)
             .await
             .unwrap();
         assert_eq!(stored, 3);
+    }
+
+    #[tokio::test]
+    async fn a_writer_without_its_connection_opens_a_fresh_one() {
+        let (_dir, mut writer, _) = writer().await;
+        // As after a failed batch.
+        writer.connection = None;
+        let order = Uuid::new_v4();
+        let outcomes = writer.write(&[update(order, OrderStatus::Created)]).await;
+        assert_eq!(statuses(&outcomes.unwrap()), [Some(OrderStatus::Created)]);
+        assert!(writer.connection.is_some());
     }
 }
