@@ -9,12 +9,9 @@ use uuid::Uuid;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::domain::{EventId, Order, OrderEvent, OrderStatus, OrderStatusUpdate, OrderSummary};
-use crate::server::hub::{BusState, Delivery, Hub, Subscription};
+use crate::server::hub::{BusState, Delivery, History, Hub, Subscription};
 use crate::server::metrics::Metrics;
 use crate::server::store::{EventStore, StoreError};
-
-/// An order's events, encoded, oldest first.
-pub type History = Arc<[Arc<Delivery>]>;
 
 /// How many delivered orders' histories are kept encoded in memory.
 const DELIVERED_CACHE: usize = 10_000;
@@ -90,11 +87,20 @@ impl EventLog {
             }
             Selection::Orders(orders) => orders,
         };
-        let subscriptions = orders.iter().map(|id| self.hub.subscribe(*id)).collect();
-        let stored: Vec<Arc<Delivery>> = match orders.as_slice() {
-            // One order: its history, kept in memory once it is delivered.
-            [one] => self.history(*one).await?.to_vec(),
-            many => self
+        let subscriptions: Vec<Subscription> =
+            orders.iter().map(|id| self.hub.subscribe(*id)).collect();
+        let stored: Vec<Arc<Delivery>> = match (orders.as_slice(), subscriptions.as_slice()) {
+            // One order: its history, from the hub when another subscriber read it already.
+            ([one], [subscription]) => match subscription.known_history() {
+                Some(history) => history.to_vec(),
+                None => {
+                    let mark = subscription.mark();
+                    let history = self.history(*one).await?;
+                    subscription.remember(mark, &history);
+                    history.to_vec()
+                }
+            },
+            (many, _) => self
                 .store
                 .events_of(many, None)
                 .await?
@@ -832,5 +838,41 @@ mod tests {
             assert_eq!(delivery.id, event.id);
             assert_eq!(delivery.frame, crate::server::sse::event_frame(event));
         }
+    }
+
+    #[tokio::test]
+    async fn followers_of_a_watched_order_read_its_history_from_the_store_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/orders.db", dir.path().display());
+        let store = Arc::new(Counting {
+            inner: SqliteStore::open(&url).await.unwrap(),
+            reads: AtomicUsize::new(0),
+        });
+        let log = EventLog::new(store.clone(), Arc::new(LocalHub::default()), Arc::default());
+        let order = Uuid::new_v4();
+        let reads = || store.reads.load(Ordering::SeqCst);
+        log.publish(order, OrderStatus::Created).await.unwrap();
+        log.publish(order, OrderStatus::PaymentConfirmed)
+            .await
+            .unwrap();
+        let follow = || log.follow(Selection::one(order), Resume::Start);
+        let first = follow().await.unwrap();
+        let second = follow().await.unwrap();
+        assert_eq!(reads(), 1);
+        // The hub's copy keeps up with what is published while the order is watched.
+        log.publish(order, OrderStatus::Packed).await.unwrap();
+        let third = follow().await.unwrap();
+        assert_eq!(reads(), 1);
+        let following = [first, second, third].map(|f| tokio::spawn(statuses(f)));
+        for status in &OrderStatus::ALL[3..] {
+            log.publish(order, *status).await.unwrap();
+        }
+        for follower in following {
+            assert_eq!(follower.await.unwrap(), OrderStatus::ALL);
+        }
+        // Nobody watches it now: the next follower reads the store again (once, as it is
+        // delivered).
+        assert_eq!(statuses(follow().await.unwrap()).await, OrderStatus::ALL);
+        assert_eq!(reads(), 2);
     }
 }

@@ -6,6 +6,11 @@
 //! The hub carries deliveries: an event encoded once as its frame ([`sse`]), shared by every
 //! subscriber, with the id and status followers order them by. It knows nothing of HTTP.
 //!
+//! While an order is watched the hub also keeps its history, once a subscriber has read it
+//! from the store, and extends it with every event it delivers: the order's other
+//! subscribers start from it instead of each reading the store (10,000 watchers of one order
+//! cost one read, not 10,000).
+//!
 //! [`Hub`] is the seam between one instance and several: [`LocalHub`] hands an event to this
 //! instance's subscribers; the bus-backed hub ([`crate::server::bus::BusHub`]) wraps a local
 //! one and also tells the other instances, and hears theirs. The local map sits behind a std
@@ -48,6 +53,9 @@ impl Delivery {
     }
 }
 
+/// An order's events, encoded, oldest first: `history[i]` has status index `i`.
+pub type History = Arc<[Arc<Delivery>]>;
+
 /// What `/healthz` and `/metrics` say of the bus between instances.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BusState {
@@ -75,7 +83,43 @@ pub trait Hub: Send + Sync + 'static {
     }
 }
 
-type Channels = HashMap<Uuid, broadcast::Sender<Arc<Delivery>>>;
+type Channels = HashMap<Uuid, Channel>;
+
+/// A watched order.
+struct Channel {
+    sender: broadcast::Sender<Arc<Delivery>>,
+    /// Every event delivered here so far, and perhaps later ones: see [`Subscription::remember`].
+    history: Option<History>,
+    /// How many events were delivered since the order came to be watched.
+    deliveries: u64,
+}
+
+impl Channel {
+    fn new() -> Self {
+        Self {
+            sender: broadcast::channel(SUBSCRIBER_BUFFER).0,
+            history: None,
+            deliveries: 0,
+        }
+    }
+
+    /// Keeps the history whole: `delivery` is added when it is the next status, left out when
+    /// the history has it already (a late copy), and the history is forgotten when one is
+    /// missing before it (events of one order heard out of order from two instances).
+    fn record(&mut self, delivery: &Arc<Delivery>) {
+        self.deliveries += 1;
+        let Some(history) = &self.history else { return };
+        let next = history.len();
+        let status = delivery.status.index();
+        if status == next {
+            let mut extended = history.to_vec();
+            extended.push(delivery.clone());
+            self.history = Some(extended.into());
+        } else if status > next {
+            self.history = None;
+        }
+    }
+}
 
 /// The hub of one instance: a bounded broadcast channel per watched order, and one for
 /// every order.
@@ -119,7 +163,8 @@ impl LocalHub {
         let receiver = self
             .channels()
             .entry(order_id)
-            .or_insert_with(|| broadcast::channel(SUBSCRIBER_BUFFER).0)
+            .or_insert_with(Channel::new)
+            .sender
             .subscribe();
         Subscription {
             receiver,
@@ -145,8 +190,11 @@ impl LocalHub {
         } else {
             0
         };
-        let to_order = match self.channels().get(&order_id) {
-            Some(sender) => sender.send(delivery).unwrap_or(0),
+        let to_order = match self.channels().get_mut(&order_id) {
+            Some(channel) => {
+                channel.record(&delivery);
+                channel.sender.send(delivery).unwrap_or(0)
+            }
             None => 0,
         };
         to_all + to_order
@@ -175,6 +223,37 @@ impl Subscription {
     pub async fn recv(&mut self) -> Result<Arc<Delivery>, broadcast::error::RecvError> {
         self.receiver.recv().await
     }
+
+    /// The order's history as the hub knows it: every event delivered here so far (so every
+    /// event this subscription will not receive), perhaps more. `None` when the hub does not
+    /// know it: read it from the store, then [`Subscription::remember`] it.
+    pub fn known_history(&self) -> Option<History> {
+        let order_id = self.order_id?;
+        self.hub.channels().get(&order_id)?.history.clone()
+    }
+
+    /// A mark to take after subscribing and before reading the order's history from the store.
+    pub fn mark(&self) -> u64 {
+        self.order_id
+            .and_then(|order_id| Some(self.hub.channels().get(&order_id)?.deliveries))
+            .unwrap_or_default()
+    }
+
+    /// Gives the hub `history`, read from the store after `mark` was taken, for the order's
+    /// other subscribers. It is kept only if nothing was delivered since the mark: then it
+    /// holds every event delivered so far, because an event is committed before it is
+    /// delivered. Otherwise it may lack one, and is dropped.
+    pub fn remember(&self, mark: u64, history: &History) {
+        let Some(order_id) = self.order_id else {
+            return;
+        };
+        let mut channels = self.hub.channels();
+        if let Some(channel) = channels.get_mut(&order_id) {
+            if channel.history.is_none() && channel.deliveries == mark {
+                channel.history = Some(history.clone());
+            }
+        }
+    }
 }
 
 impl Drop for Subscription {
@@ -185,8 +264,8 @@ impl Drop for Subscription {
         let mut channels = self.hub.channels();
         // Subscribing happens under the same lock, so the count cannot change meanwhile;
         // this subscription's own receiver is still alive here and is the one counted.
-        if let Some(sender) = channels.get(&order_id) {
-            if sender.receiver_count() <= 1 {
+        if let Some(channel) = channels.get(&order_id) {
+            if channel.sender.receiver_count() <= 1 {
                 channels.remove(&order_id);
             }
         }
@@ -272,5 +351,55 @@ mod tests {
             hub.deliver(order, delivery(order, id, OrderStatus::Created));
         }
         assert!(matches!(slow.recv().await, Err(RecvError::Lagged(1))));
+    }
+
+    fn statuses(history: Option<History>) -> Option<Vec<OrderStatus>> {
+        history.map(|history| history.iter().map(|d| d.status).collect())
+    }
+
+    #[tokio::test]
+    async fn a_history_read_from_the_store_is_kept_only_if_nothing_was_delivered_meanwhile() {
+        use OrderStatus::*;
+        let hub = LocalHub::default();
+        let order = Uuid::new_v4();
+        let subscription = hub.subscribe(order);
+        assert!(subscription.known_history().is_none());
+        let created = delivery(order, 1, Created);
+        // A delivery between the mark and the offer: the history read may lack it.
+        let mark = subscription.mark();
+        hub.deliver(order, created.clone());
+        subscription.remember(mark, &History::from(vec![]));
+        assert!(subscription.known_history().is_none());
+        // Nothing in between: kept, for every subscriber of the order.
+        let mark = subscription.mark();
+        subscription.remember(mark, &History::from(vec![created]));
+        let other = hub.subscribe(order);
+        assert_eq!(statuses(other.known_history()), Some(vec![Created]));
+        // Each delivery extends it; a late copy changes nothing.
+        hub.deliver(order, delivery(order, 2, PaymentConfirmed));
+        hub.deliver(order, delivery(order, 2, PaymentConfirmed));
+        let known = other.known_history().unwrap();
+        assert_eq!(known.iter().map(|d| d.id.0).collect::<Vec<_>>(), [1, 2]);
+        // A gap: forgotten rather than kept with a hole.
+        hub.deliver(order, delivery(order, 4, Shipped));
+        assert!(other.known_history().is_none());
+    }
+
+    #[tokio::test]
+    async fn the_last_subscriber_leaving_forgets_the_history() {
+        let hub = LocalHub::default();
+        let order = Uuid::new_v4();
+        let subscription = hub.subscribe(order);
+        let mark = subscription.mark();
+        subscription.remember(
+            mark,
+            &History::from(vec![delivery(order, 1, OrderStatus::Created)]),
+        );
+        drop(subscription);
+        assert!(hub.subscribe(order).known_history().is_none());
+        // A subscription to every order has no history to keep.
+        let all = hub.subscribe_all();
+        all.remember(all.mark(), &History::from(vec![]));
+        assert!(all.known_history().is_none());
     }
 }
