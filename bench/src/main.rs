@@ -58,6 +58,9 @@ struct Args {
     /// quickly (or profiling it) without the whole run.
     #[arg(long, value_enum)]
     only: Option<Only>,
+    /// With `--only`: run it on Nchan instead.
+    #[arg(long, requires = "only")]
+    on_nchan: bool,
 }
 
 /// The scenarios `--only` can run alone.
@@ -424,7 +427,11 @@ fn main() -> std::process::ExitCode {
     }
     if let Some(only) = args.only {
         let fanout = runtime.block_on(async {
-            let server = Server::start_ours(&args.server, &args.site_root).await;
+            let server = if args.on_nchan {
+                Server::start_nchan(&args.nchan_conf).await
+            } else {
+                Server::start_ours(&args.server, &args.site_root).await
+            };
             let orders = match only {
                 Only::One => 1,
                 Only::Many => args.orders,
