@@ -203,6 +203,12 @@ fn table(ours: &Results, nchan: &Results, args: &Args) -> String {
             "",
         );
         row(&format!("{label}: server CPU"), o.cpu_s, n.cpu_s, "s");
+        row(
+            &format!("{label}: server CPU, rounds only"),
+            o.rounds_cpu_s,
+            n.rounds_cpu_s,
+            "s",
+        );
     }
     row(
         "(3) replay: connect→6 events p50",
