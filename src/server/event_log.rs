@@ -477,6 +477,18 @@ mod tests {
         }
     }
 
+    /// A log over a store that counts its reads of one order's events.
+    async fn counting_log() -> (tempfile::TempDir, Arc<Counting>, EventLog) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/orders.db", dir.path().display());
+        let store = Arc::new(Counting {
+            inner: SqliteStore::open(&url).await.unwrap(),
+            reads: AtomicUsize::new(0),
+        });
+        let log = EventLog::new(store.clone(), Arc::new(LocalHub::default()), Arc::default());
+        (dir, store, log)
+    }
+
     async fn log() -> (tempfile::TempDir, EventLog) {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}/orders.db", dir.path().display());
@@ -812,13 +824,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_delivered_orders_history_is_read_from_the_store_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}/orders.db", dir.path().display());
-        let store = Arc::new(Counting {
-            inner: SqliteStore::open(&url).await.unwrap(),
-            reads: AtomicUsize::new(0),
-        });
-        let log = EventLog::new(store.clone(), Arc::new(LocalHub::default()), Arc::default());
+        let (_dir, store, log) = counting_log().await;
         let order = Uuid::new_v4();
         for status in &OrderStatus::ALL[..5] {
             log.publish(order, *status).await.unwrap();
@@ -842,13 +848,7 @@ mod tests {
 
     #[tokio::test]
     async fn followers_of_a_watched_order_read_its_history_from_the_store_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}/orders.db", dir.path().display());
-        let store = Arc::new(Counting {
-            inner: SqliteStore::open(&url).await.unwrap(),
-            reads: AtomicUsize::new(0),
-        });
-        let log = EventLog::new(store.clone(), Arc::new(LocalHub::default()), Arc::default());
+        let (_dir, store, log) = counting_log().await;
         let order = Uuid::new_v4();
         let reads = || store.reads.load(Ordering::SeqCst);
         log.publish(order, OrderStatus::Created).await.unwrap();
