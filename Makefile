@@ -65,8 +65,8 @@ cluster: build
 	scripts/setup.sh test
 	scripts/cluster.sh
 
-# The fan-out benchmark against Nchan (bench/): the release server, the full scenarios, the
-# table printed and appended to BENCHMARKS.md; then (5), one instance against two on a
+# The fan-out benchmark against Nchan (bench/): the release bundle's size, the release server,
+# the full scenarios, the table printed and appended to BENCHMARKS.md; then (5), one instance against two on a
 # throw-away Postgres with Redis. Takes a few minutes; not part of `make test`.
 BENCH := target/bench/release/sse-bench
 $(BENCH): bench/Cargo.toml bench/src/*.rs
@@ -76,6 +76,7 @@ bench: $(BENCH)
 	scripts/setup.sh release
 	scripts/setup.sh test
 	cargo leptos build --release --precompress
+	scripts/bundle-size.sh
 	pg_virtualenv -t $(BENCH) --server target/release/order-tracking --markdown BENCHMARKS.md
 
 # The same benchmark in miniature (200 subscribers, debug server), so it never rots; it
