@@ -92,8 +92,8 @@ impl EventLog {
         let stored: Vec<Arc<Delivery>> = match (orders.as_slice(), subscriptions.as_slice()) {
             // One order: its history, from the hub when another subscriber read it already.
             ([one], [subscription]) => match subscription.known_history() {
-                Some(history) => history.to_vec(),
-                None => {
+                Some(history) if knows_resume_point(&history, resume) => history.to_vec(),
+                _ => {
                     let mark = subscription.mark();
                     let history = self.history(*one).await?;
                     subscription.remember(mark, &history);
@@ -235,6 +235,16 @@ impl Resume {
             Resume::After(id) | Resume::AfterOwnEvent(id) => Some(id),
         }
     }
+}
+
+/// Whether a history the hub knows holds every event of its order up to `resume`'s point.
+/// It holds every event delivered here; a client may resume after one that another instance
+/// delivered and this one has not heard yet, so a point after its last event means reading
+/// the store, which has it.
+fn knows_resume_point(history: &History, resume: Resume) -> bool {
+    resume
+        .point()
+        .is_none_or(|point| history.last().is_some_and(|last| point <= last.id))
 }
 
 /// What [`Follower::next`] hands out.
@@ -874,5 +884,43 @@ mod tests {
         // delivered).
         assert_eq!(statuses(follow().await.unwrap()).await, OrderStatus::ALL);
         assert_eq!(reads(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_resume_point_the_hub_has_not_heard_of_yet_is_looked_up_in_the_store() {
+        let (_dir, store, log) = counting_log().await;
+        let order = Uuid::new_v4();
+        for status in &OrderStatus::ALL[..2] {
+            log.publish(order, *status).await.unwrap();
+        }
+        let watching = log
+            .follow(Selection::one(order), Resume::Start)
+            .await
+            .unwrap();
+        // Committed by another instance and seen by a client there, not heard here yet.
+        let packed = store
+            .inner
+            .append(&OrderStatusUpdate::new(
+                order,
+                OrderStatus::Packed,
+                Utc::now(),
+            ))
+            .await
+            .unwrap();
+        let resumed = [Resume::AfterOwnEvent(packed.id), Resume::After(packed.id)]
+            .map(|resume| log.follow(Selection::one(order), resume));
+        let resumed = futures::future::join_all(resumed).await;
+        let following: Vec<_> = resumed
+            .into_iter()
+            .map(|f| tokio::spawn(statuses(f.unwrap())))
+            .collect();
+        let watching = tokio::spawn(statuses(watching));
+        for status in &OrderStatus::ALL[3..] {
+            log.publish(order, *status).await.unwrap();
+        }
+        for follower in following {
+            assert_eq!(follower.await.unwrap(), OrderStatus::ALL[3..]);
+        }
+        assert_eq!(watching.await.unwrap(), OrderStatus::ALL);
     }
 }
