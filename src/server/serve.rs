@@ -140,16 +140,11 @@ fn close_later(socket: TcpStream) {
     let Ok(socket) = socket.into_std() else {
         return;
     };
-    let closer = closer();
-    if closer.waiting.fetch_add(1, Ordering::Relaxed) >= MAX_CLOSING {
-        // Behind by this much, the closer is starved: close here rather than hold sockets.
-        closer.waiting.fetch_sub(1, Ordering::Relaxed);
-        return;
-    }
-    if let Err(unsent) = closer.sockets.send(socket) {
-        closer.waiting.fetch_sub(1, Ordering::Relaxed);
-        drop(unsent.0);
-    }
+    static CLOSER: OnceLock<Closer> = OnceLock::new();
+    // A socket given back is dropped, so closed, here.
+    let _ = CLOSER
+        .get_or_init(|| Closer::start(MAX_CLOSING))
+        .hold(socket);
 }
 
 /// The closer closes what it holds once no socket has come for this long...
@@ -157,14 +152,18 @@ const CLOSE_QUIET: Duration = Duration::from_millis(10);
 /// ...or the first it holds has waited this long.
 const CLOSE_WITHIN: Duration = Duration::from_millis(200);
 
+/// The closer thread's side of [`close_later`].
 struct Closer {
     sockets: std::sync::mpsc::Sender<std::net::TcpStream>,
+    /// Sockets sent and not closed yet.
     waiting: Arc<AtomicUsize>,
+    /// The most that may wait.
+    limit: usize,
 }
 
-fn closer() -> &'static Closer {
-    static CLOSER: OnceLock<Closer> = OnceLock::new();
-    CLOSER.get_or_init(|| {
+impl Closer {
+    /// Starts the thread that closes sockets, in batches, at the lowest priority.
+    fn start(limit: usize) -> Self {
         let (sockets, closing) = std::sync::mpsc::channel::<std::net::TcpStream>();
         let waiting = Arc::new(AtomicUsize::new(0));
         let count = waiting.clone();
@@ -188,11 +187,28 @@ fn closer() -> &'static Closer {
                 }
             });
         if let Err(err) = spawned {
-            // Without the thread, the channel is closed and every socket is closed in place.
+            // Without the thread, the channel is closed and every socket is given back.
             tracing::warn!(error = %err, "cannot start the closer thread");
         }
-        Closer { sockets, waiting }
-    })
+        Self {
+            sockets,
+            waiting,
+            limit,
+        }
+    }
+
+    /// Takes `socket` to close later. Gives it back when `limit` sockets wait already (the
+    /// closer is starved: better to close here than to hold them) or the thread is gone.
+    fn hold(&self, socket: std::net::TcpStream) -> Result<(), std::net::TcpStream> {
+        if self.waiting.fetch_add(1, Ordering::Relaxed) >= self.limit {
+            self.waiting.fetch_sub(1, Ordering::Relaxed);
+            return Err(socket);
+        }
+        self.sockets.send(socket).map_err(|unsent| {
+            self.waiting.fetch_sub(1, Ordering::Relaxed);
+            unsent.0
+        })
+    }
 }
 
 /// Makes the calling thread the last the kernel runs when anything else is runnable.
@@ -406,6 +422,53 @@ mod tests {
         _: impl FnOnce(TcpStream, AppState, Router) -> F,
     ) -> usize {
         std::mem::size_of::<F>()
+    }
+
+    /// A connected pair of plain sockets: (ours, the client's).
+    fn socket_pair() -> (std::net::TcpStream, std::net::TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        (listener.accept().unwrap().0, client)
+    }
+
+    #[test]
+    fn the_closer_closes_what_it_holds_within_its_bound() {
+        use std::io::Read;
+        let closer = Closer::start(4);
+        let (ours, mut client) = socket_pair();
+        client.set_read_timeout(Some(CLOSE_WITHIN * 5)).unwrap();
+        closer.hold(ours).unwrap();
+        // End of stream, not a timeout: the closer closed our side.
+        assert_eq!(client.read(&mut [0; 8]).unwrap(), 0);
+        assert_eq!(closer.waiting.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_full_closer_gives_the_socket_back_to_be_closed_in_place() {
+        // No thread drains this one: what it takes stays waiting.
+        let (sockets, _closing) = std::sync::mpsc::channel();
+        let closer = Closer {
+            sockets,
+            waiting: Arc::default(),
+            limit: 2,
+        };
+        let pairs: Vec<_> = (0..3).map(|_| socket_pair()).collect();
+        let mut given_back = Vec::new();
+        for (ours, _) in &pairs {
+            if let Err(socket) = closer.hold(ours.try_clone().unwrap()) {
+                given_back.push(socket);
+            }
+        }
+        assert_eq!(given_back.len(), 1);
+        assert_eq!(closer.waiting.load(Ordering::Relaxed), 2);
+        // A thread that is gone gives every socket back.
+        drop(_closing);
+        let (ours, _client) = socket_pair();
+        let closer = Closer {
+            limit: 16,
+            ..closer
+        };
+        assert!(closer.hold(ours).is_err());
     }
 
     #[test]
