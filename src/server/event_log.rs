@@ -500,13 +500,8 @@ mod tests {
     }
 
     async fn log() -> (tempfile::TempDir, EventLog) {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}/orders.db", dir.path().display());
-        let store = Arc::new(SqliteStore::open(&url).await.unwrap());
-        (
-            dir,
-            EventLog::new(store, Arc::new(LocalHub::default()), Arc::default()),
-        )
+        let (dir, _, log) = counting_log().await;
+        (dir, log)
     }
 
     /// Follows until the end; returns the statuses handed out.

@@ -68,7 +68,7 @@ impl SqliteStore {
 /// is one more trip to its worker thread per batch; SQLite has one writer at a time anyway.
 struct Writer {
     options: SqliteConnectOptions,
-    /// Opened on first use, and again after a failure that may have left it unusable.
+    /// Opened with the store, and again after a failure that may have left it unusable.
     connection: Option<SqliteConnection>,
 }
 
