@@ -10,13 +10,14 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 async fn main() -> std::process::ExitCode {
     use std::time::Duration;
 
-    use clap::Parser;
     use leptos::prelude::get_configuration;
-    use order_tracking::server::{config::Config, serve::serve, AppState};
+    use order_tracking::server::edge::descriptors;
+    use order_tracking::server::{config::Config, serve::serve, AppState, StartError};
     use tracing_subscriber::EnvFilter;
 
     // Flags first: `--log` (or RUST_LOG, which it mirrors) decides what is logged from here on.
-    let config = Config::parse();
+    // A malformed or blank setting ends the process here, with a sentence naming it.
+    let config = Config::load().unwrap_or_else(|err| err.exit());
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::new(&config.log_filter))
         .init();
@@ -43,17 +44,27 @@ async fn main() -> std::process::ExitCode {
             .is_some_and(|file| file.exists());
     }
     let addr = leptos_options.site_addr;
-    if config.demo_mode() {
-        tracing::warn!("ADMIN_TOKEN is not set: running in demo mode, anyone may create orders and publish statuses");
+    // Connections are capped below the descriptor limit (MAX_CONNECTIONS), so that `accept`
+    // never meets EMFILE; the soft limit is raised to the hard one first.
+    if let Err(err) = descriptors::raise_to_hard() {
+        tracing::warn!(error = %err, "cannot raise the descriptor limit");
     }
 
     let state = match AppState::open(leptos_options, config).await {
         Ok(state) => state,
+        Err(StartError::Config(sentence)) => {
+            tracing::error!("{sentence}");
+            return std::process::ExitCode::FAILURE;
+        }
         Err(err) => {
-            tracing::error!(error = %err, "cannot open the store");
+            tracing::error!(error = %err, "cannot start");
             return std::process::ExitCode::FAILURE;
         }
     };
+    if state.tokens.demo_mode() {
+        tracing::warn!("ADMIN_TOKEN is not set: running in demo mode, anyone may create orders and publish statuses");
+    }
+    tokio::spawn(reload_tokens_on_hangup(state.clone()));
     let listener = match listen(addr) {
         Ok(listener) => listener,
         Err(err) => {
@@ -89,6 +100,25 @@ fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(8192)
+}
+
+/// `SIGHUP`: the token file is read again; open streams stay open.
+#[cfg(feature = "ssr")]
+async fn reload_tokens_on_hangup(state: order_tracking::server::AppState) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangup = match signal(SignalKind::hangup()) {
+        Ok(hangup) => hangup,
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot listen for SIGHUP; tokens are read once");
+            return;
+        }
+    };
+    while hangup.recv().await.is_some() {
+        match state.tokens.reload() {
+            Ok(count) => tracing::info!(tokens = count, "SIGHUP: admin tokens read again"),
+            Err(err) => tracing::error!("SIGHUP: {err}; the tokens accepted so far stay"),
+        }
+    }
 }
 
 #[cfg(feature = "ssr")]

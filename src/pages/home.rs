@@ -30,7 +30,7 @@ pub async fn load_home() -> Result<HomeData, ServerFnError> {
     /// How many recent orders the home page lists.
     const RECENT_ON_HOME: u32 = 10;
     let state = app_state()?;
-    if !state.config.demo_mode() {
+    if !state.tokens.demo_mode() {
         return Ok(HomeData {
             demo_mode: false,
             recent: None,
@@ -65,7 +65,7 @@ pub async fn place_demo_order() -> Result<(), ServerFnError> {
     use crate::pages::ssr::{app_state, failed, set_status};
     use crate::server::simulate::DEFAULT_INTERVAL_MS;
     let state = app_state()?;
-    if !state.config.demo_mode() {
+    if !state.tokens.demo_mode() {
         // A client's mistake, not ours: 403, not the 500 a server function error defaults to.
         set_status(axum::http::StatusCode::FORBIDDEN);
         return Err(ServerFnError::new(

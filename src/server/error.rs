@@ -53,6 +53,9 @@ pub enum AppError {
     /// The request took longer than the server allows.
     #[error("the request took too long")]
     Timeout,
+    /// The client already holds `MAX_STREAMS_PER_CLIENT` streams; sent with `Retry-After`.
+    #[error("this address has too many open streams; close one, or retry later")]
+    TooManyClientStreams,
     /// `MAX_STREAMS` streams are already open; sent with `Retry-After`.
     #[error("too many open streams; retry later")]
     TooManyStreams,
@@ -89,6 +92,7 @@ impl AppError {
             AppError::UnknownStatus(_) => (S::UNPROCESSABLE_ENTITY, "unknown_status"),
             AppError::MethodNotAllowed => (S::METHOD_NOT_ALLOWED, "method_not_allowed"),
             AppError::Timeout => (S::REQUEST_TIMEOUT, "timeout"),
+            AppError::TooManyClientStreams => (S::TOO_MANY_REQUESTS, "too_many_client_streams"),
             AppError::TooManyStreams => (S::SERVICE_UNAVAILABLE, "too_many_streams"),
             AppError::Unavailable(_) => (S::SERVICE_UNAVAILABLE, "unavailable"),
             AppError::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal"),
@@ -132,7 +136,9 @@ impl IntoResponse for AppError {
         };
         let mut response = (status, Json(body)).into_response();
         let extra = match self {
-            AppError::TooManyStreams | AppError::Unavailable(_) => Some((header::RETRY_AFTER, "5")),
+            AppError::TooManyStreams
+            | AppError::TooManyClientStreams
+            | AppError::Unavailable(_) => Some((header::RETRY_AFTER, "5")),
             AppError::Unauthorized => Some((header::WWW_AUTHENTICATE, "Bearer")),
             _ => None,
         };

@@ -3,7 +3,7 @@
 //! descriptors, start time) from its process collector.
 use std::sync::Arc;
 
-use prometheus::{Encoder, IntCounter, IntGauge, Registry, TextEncoder};
+use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
 #[derive(Debug)]
 pub struct Metrics {
@@ -12,6 +12,13 @@ pub struct Metrics {
     pub events_published: IntCounter,
     pub events_delivered: IntCounter,
     pub slow_subscribers_dropped: IntCounter,
+    /// Connections open now, on either path.
+    pub connections_open: IntGauge,
+    /// Connections and streams refused, by reason (`connections`, `client_connections`,
+    /// `streams`, `client_streams`).
+    refused: IntCounterVec,
+    /// Connections closed by the connection policy, by bound (`head`, `idle`, `write`).
+    timeouts: IntCounterVec,
     /// Only with a bus between instances.
     pub bus: Option<BusMetrics>,
 }
@@ -51,8 +58,36 @@ impl Metrics {
             "Streams ended because their reader fell behind.",
         )
         .expect("a valid metric name");
+        let connections_open = IntGauge::new(
+            "order_tracking_connections_open",
+            "Client connections open now (streams, pages and API alike).",
+        )
+        .expect("a valid metric name");
+        let refused = IntCounterVec::new(
+            Opts::new(
+                "order_tracking_refused_total",
+                "Connections and streams refused, by reason: connections (MAX_CONNECTIONS), \
+                 client_connections (MAX_CONNECTIONS_PER_CLIENT), streams (MAX_STREAMS), \
+                 client_streams (MAX_STREAMS_PER_CLIENT).",
+            ),
+            &["reason"],
+        )
+        .expect("a valid metric name");
+        let timeouts = IntCounterVec::new(
+            Opts::new(
+                "order_tracking_timeouts_total",
+                "Connections closed by the connection policy, by bound: head (the first head \
+                 too slow), idle (a kept-alive connection idle too long), write (a write \
+                 that made no progress).",
+            ),
+            &["bound"],
+        )
+        .expect("a valid metric name");
         for collector in [
             Box::new(open_streams.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(connections_open.clone()),
+            Box::new(refused.clone()),
+            Box::new(timeouts.clone()),
             Box::new(events_published.clone()),
             Box::new(events_delivered.clone()),
             Box::new(slow_subscribers_dropped.clone()),
@@ -94,8 +129,21 @@ impl Metrics {
             events_published,
             events_delivered,
             slow_subscribers_dropped,
+            connections_open,
+            refused,
+            timeouts,
             bus,
         }
+    }
+
+    /// Counts a refusal for `reason`.
+    pub fn refused(&self, reason: &str) {
+        self.refused.with_label_values(&[reason]).inc();
+    }
+
+    /// Counts a connection closed for going past `bound` (`head`, `idle` or `write`).
+    pub fn timed_out(&self, bound: &str) {
+        self.timeouts.with_label_values(&[bound]).inc();
     }
 }
 
@@ -109,9 +157,13 @@ impl Metrics {
     pub fn open_stream(self: &Arc<Self>, max: u64) -> Option<OpenStream> {
         self.open_streams.inc();
         let stream = OpenStream(self.clone());
-        u64::try_from(self.open_streams.get())
+        let opened = u64::try_from(self.open_streams.get())
             .is_ok_and(|open| open <= max)
-            .then_some(stream)
+            .then_some(stream);
+        if opened.is_none() {
+            self.refused("streams");
+        }
+        opened
     }
 
     /// Every figure, in the Prometheus text format.
@@ -143,6 +195,9 @@ mod tests {
         drop(a);
         assert!(metrics.open_stream(2).is_some());
         assert!(metrics.render().contains("order_tracking_open_streams 1\n"));
+        assert!(metrics
+            .render()
+            .contains("order_tracking_refused_total{reason=\"streams\"} 1\n"));
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod assets;
 pub mod auth;
 pub mod bus;
 pub mod config;
+pub mod edge;
 pub mod error;
 pub mod event_log;
 pub mod extract;
@@ -36,7 +37,10 @@ use tokio_util::sync::CancellationToken;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 use crate::app::{shell, App};
+use auth::Tokens;
 use config::Config;
+use edge::clients::Shares;
+use edge::Clients;
 use error::AppError;
 use event_log::EventLog;
 use hub::{Hub, LocalHub};
@@ -69,16 +73,42 @@ pub struct Shared {
     pub event_log: EventLog,
     pub simulations: Simulations,
     pub config: Arc<Config>,
+    /// The admin tokens accepted now (re-read on `SIGHUP` when they come from a file).
+    pub tokens: Tokens,
+    /// What each client holds, against its share.
+    pub clients: Arc<Clients>,
     /// Cancelled on SIGTERM/SIGINT: open streams end so the server can exit.
     pub shutdown: CancellationToken,
     /// Ticks every `KEEPALIVE_SECS`: one timer shared by every stream.
     pub keepalive: watch::Receiver<()>,
 }
 
+/// Why the server cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A setting is wrong; the sentence names it and says how to mend it.
+    #[error("{0}")]
+    Config(String),
+    /// The store (or the bus) cannot be opened.
+    #[error("cannot open the store: {0}")]
+    Store(#[from] StoreError),
+}
+
 impl AppState {
-    /// Opens the store named by `config`, connects the bus between instances when there is
-    /// one, and starts the shared keep-alive tick.
-    pub async fn open(leptos_options: LeptosOptions, config: Config) -> Result<Self, StoreError> {
+    /// Checks the settings that `clap` cannot (tokens, shares), opens the store named by
+    /// `config`, connects the bus between instances when there is one, and starts the
+    /// shared keep-alive tick.
+    pub async fn open(leptos_options: LeptosOptions, config: Config) -> Result<Self, StartError> {
+        let tokens = Tokens::configured(
+            config.admin_token.as_deref(),
+            config.admin_token_file.as_deref(),
+        )
+        .map_err(StartError::Config)?;
+        let descriptors = edge::descriptors::limit().map_err(|err| {
+            StartError::Config(format!("cannot read the descriptor limit: {err}"))
+        })?;
+        let shares = Shares::resolve(&config.limits, config.max_streams, descriptors)
+            .map_err(StartError::Config)?;
         let store = store::open(&config.database_url).await?;
         let shutdown = CancellationToken::new();
         let bus = bus::from_config(config.redis_url.as_deref(), &config.database_url)
@@ -92,9 +122,16 @@ impl AppState {
         };
         let keepalive =
             keepalive_tick(Duration::from_secs(config.keepalive_secs), shutdown.clone());
+        let clients = Arc::new(Clients::new(
+            shares,
+            config.limits.trusted_proxies.clone(),
+            metrics.clone(),
+        ));
         Ok(Self(Arc::new(Shared {
             leptos_options,
             event_log: EventLog::new(store, hub, metrics),
+            tokens,
+            clients,
             simulations: Simulations::default(),
             config: Arc::new(config),
             shutdown,
@@ -119,7 +156,8 @@ fn keepalive_tick(period: Duration, shutdown: CancellationToken) -> watch::Recei
     receiver
 }
 
-/// How long an ordinary request may take; streams and waiting simulations are exempt.
+/// How long an ordinary request may take, once its head has come; streams and waiting
+/// simulations are exempt.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Middleware: answers `408` when the request takes longer than [`REQUEST_TIMEOUT`]. Modules

@@ -12,32 +12,33 @@
 //! 16 KiB of buffers for its whole life (see `direct`). Reading the head with `httparse`
 //! and writing frames ourselves is what lets an idle stream cost a few KiB.
 use std::io;
+use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::Request;
+use axum::http::{header, Version};
+use axum::response::IntoResponse;
 use axum::Router;
 use bytes::{Buf, Bytes};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tower::ServiceExt;
+use tower::Service;
 
+use crate::server::edge::ClientConnection;
 use crate::server::error::AppError;
 use crate::server::stream::{self, direct, Opened, StreamRequest, Target};
-use crate::server::{router, AppState, REQUEST_TIMEOUT};
+use crate::server::{router, AppState};
 
-/// The largest request head read here; a larger one goes to hyper, which refuses it.
-const MAX_HEAD: usize = 16 * 1024;
 /// The most headers a stream request may have; more, and it goes to hyper.
 const MAX_HEADERS: usize = 64;
 
@@ -48,17 +49,21 @@ pub async fn serve(listener: TcpListener, state: AppState) {
     let app = router(state.clone());
     let connections = TaskTracker::new();
     loop {
-        let socket = tokio::select! {
+        let (socket, peer) = tokio::select! {
             _ = state.shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
-                Ok((socket, _)) => socket,
+                Ok(accepted) => accepted,
                 Err(err) => {
                     accept_failed(err).await;
                     continue;
                 }
             },
         };
-        connections.spawn(connection(socket, state.clone(), app.clone()));
+        // Over the total or the peer's share: closed at once, before it costs anything more.
+        let Ok(slot) = state.clients.connect(peer.ip()) else {
+            continue;
+        };
+        connections.spawn(connection(socket, slot, state.clone(), app.clone()));
     }
     drop(listener);
     connections.close();
@@ -79,21 +84,33 @@ async fn accept_failed(err: io::Error) {
     tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
-/// One connection, request by request, for as long as its requests are streams.
-async fn connection(mut socket: TcpStream, state: AppState, app: Router) {
+/// One connection, request by request, for as long as its requests are streams. Its first
+/// head must have come whole within the head timeout of connecting, each later one within
+/// the idle timeout of the answer before it.
+async fn connection(mut socket: TcpStream, slot: ClientConnection, state: AppState, app: Router) {
     // Bytes read and not yet used: the head being read, or what came after one.
     let mut buffered = Vec::new();
+    // (What is held here is held by every open stream: the policy is read where it is
+    // needed rather than kept.)
+    let mut deadline = Instant::now() + state.config.policy.head_timeout();
+    let mut first = true;
     loop {
-        let len = match read_head(&mut socket, &mut buffered, &state.shutdown).await {
+        let max_head = state.config.policy.max_head();
+        let len = match read_head(&mut socket, &mut buffered, deadline, max_head, &state.shutdown).await {
             Head::Stream(len) => len,
             Head::Other => {
                 // Boxed: hyper's connection is large, and would otherwise make every
                 // stream's task as large as it is.
-                Box::pin(with_hyper(socket, buffered, app, state.shutdown.clone())).await;
+                Box::pin(with_hyper(socket, slot, buffered, deadline, first, app, state.clone())).await;
+                return;
+            }
+            Head::TimedOut => {
+                state.event_log.metrics().timed_out(bound(first));
+                close_later(socket, slot);
                 return;
             }
             Head::Closed => {
-                close_later(socket);
+                close_later(socket, slot);
                 return;
             }
         };
@@ -101,33 +118,61 @@ async fn connection(mut socket: TcpStream, state: AppState, app: Router) {
         // runs, not for as long as the stream (they would triple every stream task's size).
         // The hand-over to hyper is written twice on purpose: one `Option` carrying both
         // cases would be held beside the stream, 208 bytes more per stream.
-        let Some((opened, close)) = Box::pin(open(&state, &buffered[..len])).await else {
-            Box::pin(with_hyper(socket, buffered, app, state.shutdown.clone())).await;
+        let Some((opened, close)) = Box::pin(open(&state, slot.peer(), &buffered[..len])).await else {
+            Box::pin(with_hyper(socket, slot, buffered, deadline, first, app, state.clone())).await;
             return;
         };
         // The head is done with; a stream keeps no buffer while it waits.
         buffered = buffered.split_off(len);
         buffered.shrink_to_fit();
-        if !direct::respond(&mut socket, opened, close).await || state.shutdown.is_cancelled() {
-            close_later(socket);
+        if !direct::respond(&mut socket, opened, close, &state).await || state.shutdown.is_cancelled() {
+            close_later(socket, slot);
             return;
         }
+        deadline = Instant::now() + state.config.policy.idle_timeout();
+        first = false;
+    }
+}
+
+/// Which bound a head that came too late went past: the first head's, or an idle wait's.
+fn bound(first: bool) -> &'static str {
+    if first {
+        "head"
+    } else {
+        "idle"
     }
 }
 
 /// Opens the stream that `head` asks for, and says whether its client asked to close;
 /// `None` if it is not a stream request (`read_head` parsed these very bytes and found one;
 /// they are parsed again here because a borrow of them cannot leave `read_head`'s loop).
-async fn open(state: &AppState, head: &[u8]) -> Option<(Result<Opened, AppError>, bool)> {
+async fn open(
+    state: &AppState,
+    peer: IpAddr,
+    head: &[u8],
+) -> Option<(Result<Opened, AppError>, bool)> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut headers);
     let _ = parsed.parse(head);
-    let (request, close) = stream_request(&parsed)?;
+    let (mut request, close) = stream_request(&parsed)?;
+    let forwarded_for = parsed
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("x-forwarded-for"))
+        .map(|h| h.value);
+    request.client = Some(state.clients.client_of(peer, forwarded_for));
     Some((stream::open(state, request).await, close))
 }
 
 /// The most sockets waiting for the closer; past it, a socket is closed where it is.
 const MAX_CLOSING: usize = 16_384;
+
+/// A socket on its way to be closed, still counted as its client's connection until it is.
+#[derive(Debug)]
+struct Closing {
+    socket: std::net::TcpStream,
+    _slot: ClientConnection,
+}
 
 /// Ends a connection: its socket leaves the event loop here, and is closed on the closer
 /// thread, so that closing does not compete with delivering.
@@ -139,7 +184,7 @@ const MAX_CLOSING: usize = 16_384;
 /// on loopback, the reply, handled inline. So the socket leaves the epoll set at once (one
 /// `epoll_ctl`), and the close itself runs on a thread of the lowest priority (nice 19),
 /// which the kernel runs when the workers have nothing left to deliver.
-fn close_later(socket: TcpStream) {
+fn close_later(socket: TcpStream, slot: ClientConnection) {
     let Ok(socket) = socket.into_std() else {
         return;
     };
@@ -147,17 +192,25 @@ fn close_later(socket: TcpStream) {
     // A socket given back is dropped, so closed, here.
     let _ = CLOSER
         .get_or_init(|| Closer::start(MAX_CLOSING))
-        .hold(socket);
+        .hold(Closing {
+            socket,
+            _slot: slot,
+        });
 }
 
 /// The closer closes what it holds once no socket has come for this long...
 const CLOSE_QUIET: Duration = Duration::from_millis(10);
 /// ...or the first it holds has waited this long.
 const CLOSE_WITHIN: Duration = Duration::from_millis(200);
+/// A socket with unread input is read (and what it says dropped) for at most this long
+/// before it is closed, so that closing it sends a FIN and not a reset.
+const LINGER: Duration = Duration::from_secs(2);
+/// How often lingering sockets are read.
+const LINGER_POLL: Duration = Duration::from_millis(20);
 
 /// The closer thread's side of [`close_later`].
 struct Closer {
-    sockets: std::sync::mpsc::Sender<std::net::TcpStream>,
+    sockets: std::sync::mpsc::Sender<Closing>,
     /// Sockets sent and not closed yet.
     waiting: Arc<AtomicUsize>,
     /// The most that may wait.
@@ -166,27 +219,63 @@ struct Closer {
 
 impl Closer {
     /// Starts the thread that closes sockets, in batches, at the lowest priority.
+    ///
+    /// A socket closed with unread input makes the kernel send a reset and discard what it
+    /// had not sent yet, the end of the last answer included (a client that pipelined more
+    /// than we read, or sent a body we did not want). Such a socket is shut down for writing
+    /// instead (a FIN after the answer), then read until its client closes or [`LINGER`]
+    /// passes, and only then closed, as nginx's `lingering_close` does.
     fn start(limit: usize) -> Self {
-        let (sockets, closing) = std::sync::mpsc::channel::<std::net::TcpStream>();
+        let (sockets, closing) = std::sync::mpsc::channel::<Closing>();
         let waiting = Arc::new(AtomicUsize::new(0));
         let count = waiting.clone();
         let spawned = std::thread::Builder::new()
             .name("closer".into())
             .spawn(move || {
+                use std::sync::mpsc::RecvTimeoutError;
                 lowest_priority();
                 let mut batch = Vec::new();
-                while let Ok(first) = closing.recv() {
-                    let since = std::time::Instant::now();
-                    batch.push(first);
-                    loop {
-                        let wait = CLOSE_QUIET.min(CLOSE_WITHIN.saturating_sub(since.elapsed()));
-                        match closing.recv_timeout(wait) {
-                            Ok(socket) => batch.push(socket),
-                            Err(_) => break,
+                let mut lingering: Vec<(Closing, std::time::Instant)> = Vec::new();
+                loop {
+                    let first = if lingering.is_empty() {
+                        closing.recv().map_err(|_| RecvTimeoutError::Disconnected)
+                    } else {
+                        closing.recv_timeout(LINGER_POLL)
+                    };
+                    match first {
+                        Ok(socket) => {
+                            let since = std::time::Instant::now();
+                            batch.push(socket);
+                            loop {
+                                let wait =
+                                    CLOSE_QUIET.min(CLOSE_WITHIN.saturating_sub(since.elapsed()));
+                                match closing.recv_timeout(wait) {
+                                    Ok(socket) => batch.push(socket),
+                                    Err(_) => break,
+                                }
+                            }
+                        }
+                        Err(RecvTimeoutError::Disconnected) if lingering.is_empty() => break,
+                        Err(_) => {}
+                    }
+                    let now = std::time::Instant::now();
+                    for closing in batch.drain(..) {
+                        if has_unread_input(&closing.socket) {
+                            let _ = closing.socket.shutdown(std::net::Shutdown::Write);
+                            lingering.push((closing, now + LINGER));
+                        } else {
+                            count.fetch_sub(1, Ordering::Relaxed);
+                            drop(closing);
                         }
                     }
-                    count.fetch_sub(batch.len(), Ordering::Relaxed);
-                    batch.clear();
+                    lingering.retain(|(closing, until)| {
+                        let done = read_to_end_now(&closing.socket) || now >= *until;
+                        if done {
+                            count.fetch_sub(1, Ordering::Relaxed);
+                        }
+                        !done
+                    });
+                    // (Dropped by `retain`: closed, and no longer counted as a connection.)
                 }
             });
         if let Err(err) = spawned {
@@ -202,7 +291,7 @@ impl Closer {
 
     /// Takes `socket` to close later. Gives it back when `limit` sockets wait already (the
     /// closer is starved: better to close here than to hold them) or the thread is gone.
-    fn hold(&self, socket: std::net::TcpStream) -> Result<(), std::net::TcpStream> {
+    fn hold(&self, socket: Closing) -> Result<(), Closing> {
         if self.waiting.fetch_add(1, Ordering::Relaxed) >= self.limit {
             self.waiting.fetch_sub(1, Ordering::Relaxed);
             return Err(socket);
@@ -211,6 +300,29 @@ impl Closer {
             self.waiting.fetch_sub(1, Ordering::Relaxed);
             unsent.0
         })
+    }
+}
+
+/// Whether the client sent bytes that nobody read yet.
+fn has_unread_input(socket: &std::net::TcpStream) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut unread: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int, into `unread`, for a descriptor we own.
+    let result = unsafe { libc::ioctl(socket.as_raw_fd(), libc::FIONREAD, &mut unread) };
+    result == 0 && unread > 0
+}
+
+/// Reads and drops what the socket has now (it is non-blocking); whether its client has
+/// closed (or it failed), so that it can be closed without a reset.
+fn read_to_end_now(mut socket: &std::net::TcpStream) -> bool {
+    use std::io::Read;
+    let mut bytes = [0u8; 4096];
+    loop {
+        match socket.read(&mut bytes) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(err) => return err.kind() != io::ErrorKind::WouldBlock,
+        }
     }
 }
 
@@ -232,45 +344,49 @@ fn lowest_priority() {
 enum Head {
     /// A stream request whose head is the first this many bytes.
     Stream(usize),
-    /// Anything else: for hyper.
+    /// Anything else: for hyper (which also answers what we refuse the way it refuses it:
+    /// a head over the limit with `431`, a malformed one with `400`).
     Other,
-    /// The client closed the connection, sent half a head and stopped, or the server is
-    /// shutting down.
+    /// The head did not come whole in time.
+    TimedOut,
+    /// The client closed the connection, or the server is shutting down.
     Closed,
 }
 
 /// Reads until `buffered` starts with a whole request head, or it is clear that it is not
-/// a stream request. Waits as long as it takes for a first byte (an idle keep-alive
-/// connection), then at most [`REQUEST_TIMEOUT`] for the rest.
+/// a stream request, or `deadline` passes. The head is parsed again only when a new line
+/// has arrived, so a head trickled a byte at a time costs one parse a line, not one a byte.
 async fn read_head(
     socket: &mut TcpStream,
     buffered: &mut Vec<u8>,
+    deadline: Instant,
+    max_head: usize,
     shutdown: &CancellationToken,
 ) -> Head {
-    let mut deadline = None;
+    // What was there before this call (what a client sent after its last request) is
+    // looked at as if it had just arrived.
+    let mut seen = 0;
     loop {
-        match classify(buffered) {
-            Some(head) => return head,
-            None if buffered.len() >= MAX_HEAD => return Head::Other,
-            None => {}
+        if !starts_as_stream_request(buffered) {
+            return Head::Other;
         }
-        if !buffered.is_empty() && deadline.is_none() {
-            deadline = Some(tokio::time::Instant::now() + REQUEST_TIMEOUT);
-        }
-        let readable = async {
-            match deadline {
-                Some(deadline) => tokio::time::timeout_at(deadline, socket.readable())
-                    .await
-                    .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into())),
-                None => socket.readable().await,
+        if seen == 0 || buffered[seen..].contains(&b'\n') {
+            if let Some(head) = classify(buffered) {
+                return head;
             }
-        };
+        }
+        if buffered.len() >= max_head {
+            return Head::Other;
+        }
+        seen = buffered.len().max(1);
         let readable = tokio::select! {
             _ = shutdown.cancelled() => return Head::Closed,
-            readable = readable => readable,
+            readable = tokio::time::timeout_at(deadline, socket.readable()) => readable,
         };
-        if readable.is_err() {
-            return Head::Closed;
+        match readable {
+            Err(_) => return Head::TimedOut,
+            Ok(Err(_)) => return Head::Closed,
+            Ok(Ok(())) => {}
         }
         // Read into the stack, then keep exactly what came: a waiting connection holds no
         // buffer, and one whose client has gone never allocates one.
@@ -284,13 +400,18 @@ async fn read_head(
     }
 }
 
+/// Whether the bytes so far can still be the start of a stream request: a `GET` of a path.
+fn starts_as_stream_request(bytes: &[u8]) -> bool {
+    const GET: &[u8] = b"GET /";
+    let start = bytes.len().min(GET.len());
+    bytes[..start] == GET[..start]
+}
+
 /// What the bytes read so far are: a whole stream request head, something else, or not
 /// known yet (`None`).
 fn classify(bytes: &[u8]) -> Option<Head> {
     // Anything that does not start as a GET of a path goes to hyper at once.
-    const GET: &[u8] = b"GET /";
-    let start = bytes.len().min(GET.len());
-    if bytes[..start] != GET[..start] {
+    if !starts_as_stream_request(bytes) {
         return Some(Head::Other);
     }
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -308,12 +429,14 @@ fn classify(bytes: &[u8]) -> Option<Head> {
 }
 
 /// The stream request a parsed head is, and whether its client asked to close: a `GET` of
-/// a stream path over HTTP/1.1, with no body and no upgrade. `None` for anything else.
+/// a stream path over HTTP/1.1, with exactly one `Host`, no body and no upgrade, whose
+/// target the `http` crate takes as hyper would. `None` for anything else: hyper then
+/// answers it, so both paths give every head one meaning. The client is left unset.
 fn stream_request<'b>(head: &httparse::Request<'_, 'b>) -> Option<(StreamRequest<'b>, bool)> {
-    let header = |name: &str| {
+    let named = |name: &'static str| {
         head.headers
             .iter()
-            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .filter(move |h| h.name.eq_ignore_ascii_case(name))
             .map(|h| h.value)
     };
     let has_body_or_upgrade = head.headers.iter().any(|h| {
@@ -321,12 +444,19 @@ fn stream_request<'b>(head: &httparse::Request<'_, 'b>) -> Option<(StreamRequest
             || h.name.eq_ignore_ascii_case("transfer-encoding")
             || h.name.eq_ignore_ascii_case("upgrade")
     });
-    if head.method != Some("GET") || head.version != Some(1) || has_body_or_upgrade {
+    if head.method != Some("GET")
+        || head.version != Some(1)
+        || has_body_or_upgrade
+        || named("host").count() != 1
+    {
         return None;
     }
-    let path = head.path?;
-    let (path, query) = path.split_once('?').unwrap_or((path, ""));
-    let close = header("connection").is_some_and(|value| {
+    let target = head.path?;
+    // The target as hyper reads it: refused where `http` refuses it, the fragment dropped.
+    axum::http::uri::PathAndQuery::try_from(target).ok()?;
+    let target = target.split_once('#').map_or(target, |(before, _)| before);
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let close = named("connection").any(|value| {
         value
             .split(|&b| b == b',')
             .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"))
@@ -334,36 +464,129 @@ fn stream_request<'b>(head: &httparse::Request<'_, 'b>) -> Option<(StreamRequest
     let request = StreamRequest {
         target: Target::of_path(path)?,
         query,
-        last_event_id: header("last-event-id"),
-        authorization: header("authorization"),
+        last_event_id: named("last-event-id").next(),
+        authorization: named("authorization").next(),
+        client: None,
     };
     Some((request, close))
 }
 
-/// Serves the rest of the connection with the router, as `axum::serve` does; on shutdown
-/// the request in progress finishes and the connection closes.
-async fn with_hyper(socket: TcpStream, read: Vec<u8>, app: Router, shutdown: CancellationToken) {
+/// Serves the rest of the connection with the router, as `axum::serve` does, under the
+/// same policy as the direct path: the request whose head is still coming must reach the
+/// router by `deadline` (hyper's own header timeout then bounds each idle wait), a write
+/// that makes no progress for the write timeout ends the connection, and an HTTP/1.1
+/// request without exactly one `Host` is answered `400`. On shutdown the request in
+/// progress finishes and the connection closes.
+async fn with_hyper(
+    socket: TcpStream,
+    slot: ClientConnection,
+    read: Vec<u8>,
+    deadline: Instant,
+    first: bool,
+    app: Router,
+    state: AppState,
+) {
+    let policy = &state.config.policy;
+    let peer = slot.peer();
     let io = TokioIo::new(Replay {
         read: Bytes::from(read),
-        socket,
+        socket: Some(socket),
+        slot: Some(slot),
+        stall: policy.write_timeout(),
+        stalled: None,
     });
-    let service = TowerToHyperService::new(
-        app.map_request(|request: Request<Incoming>| request.map(Body::new)),
-    );
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let reached = Arc::new(AtomicBool::new(false));
+    let service = hyper::service::service_fn({
+        let reached = reached.clone();
+        move |mut request: Request<Incoming>| {
+            reached.store(true, Ordering::Relaxed);
+            request.extensions_mut().insert(Peer(peer));
+            let mut app = app.clone();
+            async move {
+                if !has_one_host(&request) {
+                    let refused = AppError::BadRequest(
+                        "an HTTP/1.1 request needs exactly one Host header".into(),
+                    );
+                    return Ok(refused.into_response());
+                }
+                app.call(request.map(Body::new)).await
+            }
+        }
+    });
+    let builder = policy.hyper_builder();
     let connection = builder.serve_connection(io, service);
     tokio::pin!(connection);
+    let late = async {
+        tokio::time::sleep_until(deadline).await;
+        if reached.load(Ordering::Relaxed) {
+            std::future::pending::<()>().await;
+        }
+    };
     tokio::select! {
         _ = connection.as_mut() => return,
-        _ = shutdown.cancelled() => connection.as_mut().graceful_shutdown(),
+        _ = late => {
+            state.event_log.metrics().timed_out(bound(first));
+            return;
+        }
+        _ = state.shutdown.cancelled() => connection.as_mut().graceful_shutdown(),
     }
     let _ = connection.await;
 }
 
-/// A socket whose first reads give back the bytes the accept loop already read.
+/// The peer's address, for the router's handlers (the stream routes count a client's
+/// streams by it).
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub IpAddr);
+
+/// Exactly one `Host`, as RFC 9112 §3.2 asks of an HTTP/1.1 request. HTTP/1.0 may omit it,
+/// and HTTP/2 names its authority otherwise.
+fn has_one_host<B>(request: &Request<B>) -> bool {
+    request.version() != Version::HTTP_11
+        || request.headers().get_all(header::HOST).iter().count() == 1
+}
+
+/// A socket whose first reads give back the bytes the accept loop already read, whose
+/// writes fail once one has made no progress for `stall`, and which is closed the way the
+/// direct path closes its sockets ([`close_later`]) when hyper lets go of it.
 struct Replay {
     read: Bytes,
-    socket: TcpStream,
+    /// Taken only when dropped.
+    socket: Option<TcpStream>,
+    slot: Option<ClientConnection>,
+    stall: Duration,
+    /// Armed while a write waits.
+    stalled: Option<Pin<Box<Sleep>>>,
+}
+
+impl Replay {
+    fn socket(&mut self) -> Pin<&mut TcpStream> {
+        Pin::new(self.socket.as_mut().expect("a socket until dropped"))
+    }
+
+    /// What a write that got `poll` returns: progress disarms the stall timer, waiting arms
+    /// it, and waiting past it fails the write.
+    fn bounded<T>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if poll.is_ready() {
+            self.stalled = None;
+            return poll;
+        }
+        let stall = self.stall;
+        let timer = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(stall)));
+        match std::future::Future::poll(timer.as_mut(), cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::ErrorKind::TimedOut.into())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl Drop for Replay {
+    fn drop(&mut self) {
+        if let (Some(socket), Some(slot)) = (self.socket.take(), self.slot.take()) {
+            close_later(socket, slot);
+        }
+    }
 }
 
 impl AsyncRead for Replay {
@@ -373,7 +596,7 @@ impl AsyncRead for Replay {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         if self.read.is_empty() {
-            return Pin::new(&mut self.socket).poll_read(cx, buf);
+            return self.socket().poll_read(cx, buf);
         }
         let n = self.read.len().min(buf.remaining());
         buf.put_slice(&self.read[..n]);
@@ -392,7 +615,8 @@ impl AsyncWrite for Replay {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.socket).poll_write(cx, buf)
+        let poll = self.socket().poll_write(cx, buf);
+        self.bounded(cx, poll)
     }
 
     fn poll_write_vectored(
@@ -400,19 +624,23 @@ impl AsyncWrite for Replay {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.socket).poll_write_vectored(cx, bufs)
+        let poll = self.socket().poll_write_vectored(cx, bufs);
+        self.bounded(cx, poll)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.socket.is_write_vectored()
+        self.socket
+            .as_ref()
+            .is_some_and(|socket| socket.is_write_vectored())
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.socket).poll_flush(cx)
+        let poll = self.socket().poll_flush(cx);
+        self.bounded(cx, poll)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.socket).poll_shutdown(cx)
+        self.socket().poll_shutdown(cx)
     }
 }
 
@@ -422,7 +650,7 @@ mod tests {
 
     /// The size of what an async fn returns, without calling it.
     fn future_size<F: std::future::Future>(
-        _: impl FnOnce(TcpStream, AppState, Router) -> F,
+        _: impl FnOnce(TcpStream, ClientConnection, AppState, Router) -> F,
     ) -> usize {
         std::mem::size_of::<F>()
     }
@@ -434,20 +662,74 @@ mod tests {
         (listener.accept().unwrap().0, client)
     }
 
+    /// A socket to close, counted as a connection of a client of `clients`.
+    fn closing(socket: std::net::TcpStream, clients: &Arc<crate::server::edge::Clients>) -> Closing {
+        socket.set_nonblocking(true).unwrap();
+        Closing {
+            socket,
+            _slot: clients.connect("192.0.2.1".parse().unwrap()).unwrap(),
+        }
+    }
+
+    fn clients() -> Arc<crate::server::edge::Clients> {
+        use crate::server::edge::clients::Shares;
+        let shares = Shares {
+            connections: 100,
+            connections_per_client: 100,
+            streams_per_client: 1,
+        };
+        Arc::new(crate::server::edge::Clients::new(shares, vec![], Arc::default()))
+    }
+
     #[test]
     fn the_closer_closes_what_it_holds_within_its_bound() {
         use std::io::Read;
+        let clients = clients();
         let closer = Closer::start(4);
         let (ours, mut client) = socket_pair();
         client.set_read_timeout(Some(CLOSE_WITHIN * 5)).unwrap();
-        closer.hold(ours).unwrap();
+        closer.hold(closing(ours, &clients)).unwrap();
         // End of stream, not a timeout: the closer closed our side.
         assert_eq!(client.read(&mut [0; 8]).unwrap(), 0);
         assert_eq!(closer.waiting.load(Ordering::Relaxed), 0);
+        // And the connection no longer counts once its socket is closed.
+        let deadline = std::time::Instant::now() + CLOSE_WITHIN * 5;
+        while clients.addresses() > 0 {
+            assert!(std::time::Instant::now() < deadline, "still counted");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn a_socket_with_unread_input_is_shut_down_then_read_until_its_client_closes() {
+        use std::io::{Read, Write};
+        let clients = clients();
+        let closer = Closer::start(4);
+        let (mut ours, mut client) = socket_pair();
+        // The client sent more than anyone read; then the answer was written.
+        client.write_all(&[b'x'; 100_000]).unwrap();
+        ours.write_all(b"the answer").unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        closer.hold(closing(ours, &clients)).unwrap();
+        client.set_read_timeout(Some(LINGER * 2)).unwrap();
+        // The answer, then a clean end (FIN), not a reset.
+        let mut read = Vec::new();
+        client.read_to_end(&mut read).unwrap();
+        assert_eq!(read, b"the answer");
+        // Still held (and counted) while the client has not closed.
+        assert_eq!(closer.waiting.load(Ordering::Relaxed), 1);
+        drop(client);
+        let deadline = std::time::Instant::now() + LINGER;
+        while closer.waiting.load(Ordering::Relaxed) > 0 {
+            assert!(std::time::Instant::now() < deadline, "still lingering");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(clients.addresses(), 0);
     }
 
     #[test]
     fn a_full_closer_gives_the_socket_back_to_be_closed_in_place() {
+        let clients = clients();
         // No thread drains this one: what it takes stays waiting.
         let (sockets, _closing) = std::sync::mpsc::channel();
         let closer = Closer {
@@ -458,7 +740,7 @@ mod tests {
         let pairs: Vec<_> = (0..3).map(|_| socket_pair()).collect();
         let mut given_back = Vec::new();
         for (ours, _) in &pairs {
-            if let Err(socket) = closer.hold(ours.try_clone().unwrap()) {
+            if let Err(socket) = closer.hold(closing(ours.try_clone().unwrap(), &clients)) {
                 given_back.push(socket);
             }
         }
@@ -471,7 +753,7 @@ mod tests {
             limit: 16,
             ..closer
         };
-        assert!(closer.hold(ours).is_err());
+        assert!(closer.hold(closing(ours, &clients)).is_err());
     }
 
     #[test]
@@ -489,14 +771,15 @@ mod tests {
         let mut bytes = head.to_vec();
         bytes.extend_from_slice(b"GET /next");
         assert_eq!(classify(&bytes), Some(Head::Stream(head.len())));
-        let all = b"GET /stream HTTP/1.1\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n";
+        let all = b"GET /stream HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n";
         assert_eq!(classify(all), Some(Head::Stream(all.len())));
     }
 
     #[test]
     fn a_stream_request_is_its_target_query_resume_id_token_and_close() {
-        let bytes = b"GET /orders/abc/stream?last_event_id=3 HTTP/1.1\r\nLast-Event-ID: 7\r\n\
-            authorization: Bearer t\r\nConnection: keep-alive, Close\r\n\r\n";
+        let bytes = b"GET /orders/abc/stream?last_event_id=3#x HTTP/1.1\r\nHost: x\r\n\
+            Last-Event-ID: 7\r\nauthorization: Bearer t\r\nConnection: keep-alive\r\n\
+            Connection: Close\r\n\r\n";
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut head = httparse::Request::new(&mut headers);
         head.parse(bytes).unwrap();
@@ -507,7 +790,7 @@ mod tests {
         assert_eq!(request.authorization, Some(&b"Bearer t"[..]));
         assert!(close);
 
-        let bytes = b"GET /stream HTTP/1.1\r\nConnection: keep-alive\r\n\r\n";
+        let bytes = b"GET /stream HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n";
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut head = httparse::Request::new(&mut headers);
         head.parse(bytes).unwrap();
@@ -520,6 +803,7 @@ mod tests {
     #[test]
     fn half_a_stream_request_waits_for_the_rest() {
         let head = b"GET /orders/abc/stream HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert_eq!(classify(head), Some(Head::Stream(head.len())));
         for end in 0..head.len() {
             assert_eq!(classify(&head[..end]), None, "{end}");
         }
@@ -538,6 +822,11 @@ mod tests {
             b"GET /stream HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
             b"GET /stream HTTP/1.1\r\nUpgrade: websocket\r\n\r\n",
             b"GET /stream HTTP/1.1\r\nBad Header\r\n\r\n",
+            // Not exactly one Host: hyper answers it (400).
+            b"GET /stream HTTP/1.1\r\n\r\n",
+            b"GET /stream HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            // A target `http` refuses: hyper answers it (400).
+            b"GET /stream?a=<b> HTTP/1.1\r\nHost: a\r\n\r\n",
             b"\r\n",
             b"GARBAGE",
         ] {

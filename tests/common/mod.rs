@@ -23,9 +23,12 @@ pub fn config(database_url: String) -> Config {
         log_filter: "warn".into(),
         database_url,
         admin_token: None,
+        admin_token_file: None,
         redis_url: None,
         max_streams: 10_000,
         keepalive_secs: 15,
+        policy: Default::default(),
+        limits: Default::default(),
     }
 }
 

@@ -13,18 +13,18 @@
 //! reconnects three seconds later), and a closed connection lets the accept loop leave the
 //! socket's epoll registration at once (see [`crate::server::serve`]). A `204` or an error
 //! keeps the connection for the next request, unless the client asked otherwise.
-use std::future::poll_fn;
 use std::io::{self, IoSlice, Write as _};
-use std::pin::Pin;
+use std::time::Duration;
 
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::FutureExt;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
 
 use super::{Frames, Opened, HEADERS};
 use crate::server::error::AppError;
+use crate::server::AppState;
 
 /// The most frames one `writev` carries.
 const BATCH: usize = 4;
@@ -32,25 +32,93 @@ const BATCH: usize = 4;
 const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
 /// Writes what a stream request opened on `socket`: the stream, `204`, or the error as
-/// JSON. `close` is the client's `Connection: close`. Whether the connection can serve
-/// another request: never after a stream.
+/// JSON. `close` is the client's `Connection: close`; a write that makes no progress for
+/// the write timeout fails (a client that stopped reading). Whether the connection can
+/// serve another request: never after a stream.
 pub async fn respond(
     socket: &mut TcpStream,
     opened: Result<Opened, AppError>,
     close: bool,
+    state: &AppState,
 ) -> bool {
+    let writer = Writer {
+        stall: state.config.policy.write_timeout(),
+        shutdown: &state.shutdown,
+    };
     let written = match opened {
         Ok(Opened::Stream(frames)) => {
-            stream(socket, frames).await;
+            stream(socket, frames, writer).await;
             return false;
         }
         Ok(Opened::NoContent) => {
             let head = head("204 No Content", &[], close);
-            socket.write_all(head.as_bytes()).await
+            writer.write_all(socket, || [head.as_bytes()].into_iter()).await
         }
-        Err(err) => write_response(socket, err.into_response(), close).await,
+        Err(err) => write_response(socket, err.into_response(), close, writer).await,
     };
+    if written.as_ref().is_err_and(|err| err.kind() == io::ErrorKind::TimedOut) {
+        state.event_log.metrics().timed_out("write");
+    }
     written.is_ok() && !close
+}
+
+/// How this connection's writes are bounded: each may wait at most `stall` for the socket
+/// to take more, and none outlasts the server's shutdown.
+#[derive(Clone, Copy)]
+struct Writer<'a> {
+    stall: Duration,
+    shutdown: &'a CancellationToken,
+}
+
+impl Writer<'_> {
+    /// Writes what `parts` gives, in order, in as many `writev`s as the socket takes. Fails
+    /// with `TimedOut` when the socket takes nothing for `stall`. (`parts` is a function
+    /// so that only it, not the slices of each try, is held while the socket is full.)
+    async fn write_all<'p, I>(&self, socket: &mut TcpStream, parts: impl Fn() -> I) -> io::Result<()>
+    where
+        I: Iterator<Item = &'p [u8]>,
+    {
+        let total: usize = parts().map(<[u8]>::len).sum();
+        let mut written = 0;
+        while written < total {
+            let attempt = {
+                let mut slices = [IoSlice::new(&[]); 2 + 3 * BATCH];
+                let mut count = 0;
+                // The parts already written are skipped whole, the one in progress in part.
+                let mut skip = written;
+                for part in parts() {
+                    if skip >= part.len() {
+                        skip -= part.len();
+                    } else if count < slices.len() {
+                        slices[count] = IoSlice::new(&part[skip..]);
+                        count += 1;
+                        skip = 0;
+                    }
+                }
+                socket.try_write_vectored(&slices[..count])
+            };
+            match attempt {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => written += n,
+                // Boxed: the wait is rare (a full socket), and its timer would otherwise
+                // make every stream's task larger.
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    Box::pin(self.writable(socket)).await?
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(())
+    }
+
+    async fn writable(&self, socket: &TcpStream) -> io::Result<()> {
+        tokio::select! {
+            _ = self.shutdown.cancelled() => Err(io::ErrorKind::Interrupted.into()),
+            writable = tokio::time::timeout(self.stall, socket.writable()) => {
+                writable.unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
+            }
+        }
+    }
 }
 
 /// A response head: status line, `headers`, `Date` and, when asked, `Connection: close`.
@@ -70,7 +138,12 @@ fn head(status: &str, headers: &[(&str, &str)], close: bool) -> String {
 }
 
 /// Writes a whole response (an error's JSON) with its length.
-async fn write_response(socket: &mut TcpStream, response: Response, close: bool) -> io::Result<()> {
+async fn write_response(
+    socket: &mut TcpStream,
+    response: Response,
+    close: bool,
+    writer: Writer<'_>,
+) -> io::Result<()> {
     let (parts, body) = response.into_parts();
     // An error body is a few hundred bytes of JSON, already in memory.
     let body = axum::body::to_bytes(body, usize::MAX)
@@ -89,14 +162,13 @@ async fn write_response(socket: &mut TcpStream, response: Response, close: bool)
         .collect();
     headers.push(("content-length", &length));
     let head = head(&status, &headers, close);
-    let mut out = Vec::with_capacity(head.len() + body.len());
-    out.extend_from_slice(head.as_bytes());
-    out.extend_from_slice(&body);
-    socket.write_all(&out).await
+    writer
+        .write_all(socket, || [head.as_bytes(), &body[..]].into_iter())
+        .await
 }
 
-/// Writes the stream until it ends or the client goes away.
-async fn stream(socket: &mut TcpStream, mut frames: Frames) {
+/// Writes the stream until it ends, the client goes away, or a write stalls.
+async fn stream(socket: &mut TcpStream, mut frames: Frames, writer: Writer<'_>) {
     // Each write is a whole frame or more: sent now, not held back for the next one.
     let _ = socket.set_nodelay(true);
     let mut headers = HEADERS.to_vec();
@@ -123,8 +195,14 @@ async fn stream(socket: &mut TcpStream, mut frames: Frames) {
                 None => break,
             }
         }
-        if batch.write(socket).await.is_err() || batch.ended {
-            return;
+        match batch.write(socket, writer).await {
+            Err(err) if err.kind() == io::ErrorKind::TimedOut => {
+                frames.stalled();
+                return;
+            }
+            Err(_) => return,
+            Ok(()) if batch.ended => return,
+            Ok(()) => {}
         }
         batch = Batch::default();
     }
@@ -183,38 +261,13 @@ impl Batch {
     }
 
     /// Writes it all, however many calls the socket takes.
-    async fn write(&self, socket: &mut TcpStream) -> io::Result<()> {
+    async fn write(&self, socket: &mut TcpStream, writer: Writer<'_>) -> io::Result<()> {
         let mut sizes = [SizeLine::EMPTY; BATCH];
         for (size, frame) in sizes.iter_mut().zip(&self.frames[..self.len]) {
             *size = SizeLine::of(frame.len())?;
         }
         let sizes = &sizes[..self.len];
-        let total: usize = self.parts(sizes).map(<[u8]>::len).sum();
-        let mut written = 0;
-        while written < total {
-            let n = poll_fn(|cx| {
-                let mut slices = [IoSlice::new(&[]); 2 + 3 * BATCH];
-                let mut count = 0;
-                // The parts already written are skipped whole, the one in progress in part.
-                let mut skip = written;
-                for part in self.parts(sizes) {
-                    if skip >= part.len() {
-                        skip -= part.len();
-                    } else {
-                        slices[count] = IoSlice::new(&part[skip..]);
-                        count += 1;
-                        skip = 0;
-                    }
-                }
-                Pin::new(&mut *socket).poll_write_vectored(cx, &slices[..count])
-            })
-            .await?;
-            if n == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
-            }
-            written += n;
-        }
-        Ok(())
+        writer.write_all(socket, || self.parts(sizes)).await
     }
 }
 
@@ -271,8 +324,13 @@ mod tests {
             .unwrap();
         let (mut server, _) = listener.accept().await.unwrap();
         let mut out = Vec::new();
+        let shutdown = CancellationToken::new();
         let write = async move {
-            batch.write(&mut server).await.unwrap();
+            let writer = Writer {
+                stall: Duration::from_secs(10),
+                shutdown: &shutdown,
+            };
+            batch.write(&mut server, writer).await.unwrap();
         };
         let (_, read) = tokio::join!(write, client.read_to_end(&mut out));
         read.unwrap();
@@ -292,6 +350,40 @@ mod tests {
         expected.extend_from_slice(&[b'x'; 300]);
         expected.extend_from_slice(b"\r\n0\r\n\r\n");
         assert_eq!(written(batch).await, expected);
+    }
+
+    #[tokio::test]
+    async fn a_write_the_client_does_not_read_fails_after_its_stall_bound() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let _client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut server, _) = listener.accept().await.unwrap();
+        let shutdown = CancellationToken::new();
+        let writer = Writer {
+            stall: Duration::from_millis(200),
+            shutdown: &shutdown,
+        };
+        // Far more than the socket buffers hold; the client reads none of it.
+        let big = vec![b'x'; 64 << 20];
+        let started = std::time::Instant::now();
+        let err = writer
+            .write_all(&mut server, || [&big[..]].into_iter())
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert!(started.elapsed() < Duration::from_secs(5));
+        // And a shutdown ends a write that waits.
+        let writer = Writer {
+            stall: Duration::from_secs(600),
+            shutdown: &shutdown,
+        };
+        shutdown.cancel();
+        let err = writer
+            .write_all(&mut server, || [&big[..]].into_iter())
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::Interrupted);
     }
 
     #[tokio::test]

@@ -18,6 +18,7 @@
 pub mod direct;
 pub mod route;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -28,6 +29,7 @@ use uuid::Uuid;
 
 use crate::domain::{parse_order_id, EventId};
 use crate::server::auth::Admin;
+use crate::server::edge::ClientStream;
 use crate::server::error::AppError;
 use crate::server::event_log::{Followed, Follower, Resume, Selection};
 use crate::server::metrics::{Metrics, OpenStream};
@@ -76,6 +78,9 @@ pub struct StreamRequest<'a> {
     pub last_event_id: Option<&'a [u8]>,
     /// The `Authorization` header.
     pub authorization: Option<&'a [u8]>,
+    /// Who asks ([`crate::server::edge::Clients::client_of`]), counted against its share;
+    /// `None` only for a router called without the accept loop (tests).
+    pub client: Option<IpAddr>,
 }
 
 /// What a stream request opened.
@@ -87,7 +92,8 @@ pub enum Opened {
 }
 
 /// Checks a stream request and starts following what it names. Errors come in the order
-/// a client can mend them: a malformed request, then the token, then the stream limit.
+/// a client can mend them: a malformed request, then the token, then the client's share,
+/// then the stream limit.
 pub async fn open(state: &AppState, request: StreamRequest<'_>) -> Result<Opened, AppError> {
     let (selection, resume) = match request.target {
         Target::Order(raw) => {
@@ -117,6 +123,15 @@ pub async fn open(state: &AppState, request: StreamRequest<'_>) -> Result<Opened
         }
     };
 
+    let client = match request.client {
+        Some(client) => Some(
+            state
+                .clients
+                .open_stream(client)
+                .map_err(|_| AppError::TooManyClientStreams)?,
+        ),
+        None => None,
+    };
     let metrics = state.event_log.metrics().clone();
     let open = metrics
         .open_stream(state.config.max_streams)
@@ -133,6 +148,7 @@ pub async fn open(state: &AppState, request: StreamRequest<'_>) -> Result<Opened
         retry_sent: false,
         ended: false,
         _open: open,
+        _client: client,
     }))
 }
 
@@ -197,9 +213,15 @@ pub struct Frames {
     retry_sent: bool,
     ended: bool,
     _open: OpenStream,
+    _client: Option<ClientStream>,
 }
 
 impl Frames {
+    /// Counts this stream as dropped for a write that made no progress.
+    pub fn stalled(&self) {
+        self.metrics.timed_out("write");
+    }
+
     /// The next frame, or `None` once the stream is over: its orders are delivered and sent,
     /// the subscriber fell too far behind, the store failed, or the server is shutting down.
     ///

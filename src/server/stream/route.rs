@@ -4,7 +4,7 @@
 use std::convert::Infallible;
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -12,6 +12,7 @@ use axum::Router;
 
 use super::{open, Opened, StreamRequest, Target, HEADERS};
 use crate::server::error::AppError;
+use crate::server::serve::Peer;
 use crate::server::AppState;
 
 /// The streams' routes, never under a timeout. An order's stream is public (its id is its
@@ -25,16 +26,24 @@ pub fn routes() -> Router<AppState> {
 /// Either route: the path says which stream.
 async fn stream(
     State(state): State<AppState>,
+    peer: Option<Extension<Peer>>,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     let target = Target::of_path(uri.path()).ok_or(AppError::NoRoute)?;
     let header = |name| headers.get(name).map(|value| value.as_bytes());
+    let client = peer.map(|Extension(Peer(peer))| {
+        let forwarded_for = headers.get_all("x-forwarded-for").iter();
+        state
+            .clients
+            .client_of(peer, forwarded_for.map(|value| value.as_bytes()))
+    });
     let request = StreamRequest {
         target,
         query: uri.query().unwrap_or_default(),
         last_event_id: header("last-event-id"),
         authorization: header(header::AUTHORIZATION.as_str()),
+        client,
     };
     let frames = match open(&state, request).await? {
         Opened::NoContent => return Ok(StatusCode::NO_CONTENT.into_response()),
