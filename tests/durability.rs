@@ -159,7 +159,12 @@ async fn sigterm_ends_open_streams_and_exits_within_5_seconds() {
 #[tokio::test]
 async fn the_binary_caps_open_streams_at_max_streams() {
     let (_dir, url) = database();
-    let server = Process::spawn(&url, free_addr(), &[("MAX_STREAMS", "2")]).await;
+    let server = Process::spawn(
+        &url,
+        free_addr(),
+        &[("MAX_STREAMS", "2"), ("MAX_STREAMS_PER_CLIENT", "10")],
+    )
+    .await;
     let id = uuid::Uuid::new_v4();
     let stream = format!("{}/orders/{id}/stream", server.base);
     let _a = SseReader::open(&stream, None).await;
@@ -184,6 +189,15 @@ fn help_documents_every_setting() {
         "MAX_STREAMS",
         "KEEPALIVE_SECS",
         "RUST_LOG",
+        "ADMIN_TOKEN_FILE",
+        "HEAD_TIMEOUT_SECS",
+        "IDLE_TIMEOUT_SECS",
+        "WRITE_TIMEOUT_SECS",
+        "MAX_HEAD_BYTES",
+        "MAX_CONNECTIONS",
+        "MAX_CONNECTIONS_PER_CLIENT",
+        "MAX_STREAMS_PER_CLIENT",
+        "TRUSTED_PROXIES",
         "--database-url",
         "--max-streams",
         "--keepalive-secs",

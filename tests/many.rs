@@ -199,7 +199,12 @@ async fn every_bad_query_gets_400_json() {
 
 #[tokio::test]
 async fn a_stream_of_many_orders_counts_once_for_max_streams() {
-    let server = TestServer::start_with(|config| config.max_streams = 2).await;
+    let server = TestServer::start_with(|config| {
+        config.max_streams = 2;
+        // Above the total, so that the total is what refuses.
+        config.limits.max_streams_per_client = Some(10);
+    })
+    .await;
     let orders: Vec<String> = (0..50).map(|_| uuid::Uuid::new_v4().to_string()).collect();
     let _many = SseReader::open(&selection_url(&server, &orders), None).await;
     assert_eq!(_many.response_status, 200);

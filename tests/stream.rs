@@ -252,7 +252,12 @@ async fn replay_then_live_has_no_gap_and_no_duplicate_under_concurrent_publishin
 
 #[tokio::test]
 async fn more_streams_than_max_streams_get_503_with_retry_after() {
-    let server = TestServer::start_with(|config| config.max_streams = 2).await;
+    let server = TestServer::start_with(|config| {
+        config.max_streams = 2;
+        // Above the total, so that the total is what refuses.
+        config.limits.max_streams_per_client = Some(10);
+    })
+    .await;
     let id = uuid::Uuid::new_v4().to_string();
     let _a = SseReader::open(&stream_url(&server, &id), None).await;
     let _b = SseReader::open(&stream_url(&server, &id), None).await;

@@ -365,12 +365,12 @@ async fn read_head(
 ) -> Head {
     // What was there before this call (what a client sent after its last request) is
     // looked at as if it had just arrived.
-    let mut seen = 0;
+    let mut seen: Option<usize> = None;
     loop {
         if !starts_as_stream_request(buffered) {
             return Head::Other;
         }
-        if seen == 0 || buffered[seen..].contains(&b'\n') {
+        if seen.is_none_or(|seen| buffered[seen..].contains(&b'\n')) {
             if let Some(head) = classify(buffered) {
                 return head;
             }
@@ -378,7 +378,7 @@ async fn read_head(
         if buffered.len() >= max_head {
             return Head::Other;
         }
-        seen = buffered.len().max(1);
+        seen = Some(buffered.len());
         let readable = tokio::select! {
             _ = shutdown.cancelled() => return Head::Closed,
             readable = tokio::time::timeout_at(deadline, socket.readable()) => readable,
@@ -523,7 +523,13 @@ async fn with_hyper(
         }
     };
     tokio::select! {
-        _ = connection.as_mut() => return,
+        served = connection.as_mut() => {
+            // hyper's own header timeout may end a late head a moment before ours.
+            if served.is_err() && !reached.load(Ordering::Relaxed) && Instant::now() >= deadline {
+                state.event_log.metrics().timed_out(bound(first));
+            }
+            return;
+        }
         _ = late => {
             state.event_log.metrics().timed_out(bound(first));
             return;

@@ -2,6 +2,8 @@
 //! binary as a process, with a throw-away database; a small SSE reader over a streaming response.
 #![allow(dead_code)]
 
+pub mod raw;
+
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;

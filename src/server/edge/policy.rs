@@ -70,14 +70,15 @@ impl ConnectionPolicy {
 
     /// hyper's side of the policy. Without a timer hyper's header timeout is silently off,
     /// so it gets one. Its header timeout runs from the moment it waits for a head, so it
-    /// is the idle bound; the first head's shorter bound is the accept loop's
+    /// is the idle bound (or the head bound, if that is the longer: it must never cut a
+    /// first head short); the first head's bound is the accept loop's
     /// ([`crate::server::serve`]), from the moment of connecting.
     pub fn hyper_builder(&self) -> auto::Builder<TokioExecutor> {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(self.idle_timeout())
+            .header_read_timeout(self.idle_timeout().max(self.head_timeout()))
             // Its read buffer is the head's bound: a head not whole when the buffer is full
             // gets `431` and a close.
             .max_buf_size(self.max_head())

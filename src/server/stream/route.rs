@@ -5,7 +5,7 @@ use std::convert::Infallible;
 
 use axum::body::Body;
 use axum::extract::{Extension, State};
-use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::http::{header, HeaderMap, StatusCode, Uri, Version};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -27,6 +27,7 @@ pub fn routes() -> Router<AppState> {
 async fn stream(
     State(state): State<AppState>,
     peer: Option<Extension<Peer>>,
+    version: Version,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
@@ -58,6 +59,14 @@ async fn stream(
         response.headers_mut().insert(
             header::HeaderName::from_static(name),
             header::HeaderValue::from_static(value),
+        );
+    }
+    // Over HTTP/1.1 the connection closes after a stream, as on the direct path (HTTP/2
+    // has no such header: its stream ends, the connection stays).
+    if version == Version::HTTP_11 {
+        response.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
         );
     }
     Ok(response)

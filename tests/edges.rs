@@ -1,0 +1,348 @@
+//! The edges (spec §13) against real bound servers, over raw sockets: the connection policy
+//! on both paths (the direct stream path and hyper), the fair shares per client, and the
+//! meaning of odd bytes. Bounds are asserted with generous margins; nothing here is timed.
+#![cfg(feature = "ssr")]
+mod common;
+
+use std::time::Duration;
+
+use common::raw::*;
+use common::*;
+use serde_json::Value;
+
+/// One second each, so that the bounds show in a test's time; the margins are several.
+async fn strict_server(adjust: impl FnOnce(&mut order_tracking::server::config::Config)) -> TestServer {
+    TestServer::start_with(|config| {
+        config.policy.head_timeout_secs = 1;
+        config.policy.idle_timeout_secs = 1;
+        config.policy.write_timeout_secs = 1;
+        adjust(config);
+    })
+    .await
+}
+
+fn addr(server: &TestServer) -> &str {
+    server.base.strip_prefix("http://").unwrap()
+}
+
+/// A figure of `/metrics` with labels, e.g. `order_tracking_timeouts_total{bound="head"}`;
+/// 0 while it has not been counted yet.
+async fn labelled(server: &TestServer, name: &str) -> f64 {
+    let text = client()
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(&format!("{name} ")))
+        .map_or(0.0, |value| value.parse().unwrap())
+}
+
+/// Waits until `metric` reaches `value`.
+async fn metric_reaches(server: &TestServer, name: &str, value: f64) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while labelled(server, name).await < value {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name} stayed below {value}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// How long a bound of one second may take to show: several times over.
+const WITHIN: Duration = Duration::from_secs(5);
+
+#[tokio::test]
+async fn silent_trickled_and_half_sent_heads_are_closed_within_the_head_bound_on_either_path() {
+    let server = strict_server(|_| {}).await;
+    let id = uuid::Uuid::new_v4();
+    // Nothing at all; half a stream request (direct path); half of another request (hyper).
+    let mut silent = Connection::open(&server).await;
+    let mut half_stream = Connection::open(&server).await;
+    half_stream
+        .send(format!("GET /orders/{id}/stream HTTP/1.1\r\nHost: x\r\n").as_bytes())
+        .await;
+    let mut half_other = Connection::open(&server).await;
+    half_other
+        .send(b"POST /api/orders HTTP/1.1\r\nHost: x\r\nContent-Type: applic")
+        .await;
+    for (name, connection) in [
+        ("silent", &mut silent),
+        ("half a stream request", &mut half_stream),
+        ("half a POST", &mut half_other),
+    ] {
+        assert!(connection.closes_within(WITHIN).await, "{name} stayed open");
+        assert!(connection.read.is_empty(), "{name}: {:?}", connection.read);
+    }
+
+    // A head trickled a byte every 100 ms, on both paths: the bound is for the whole head,
+    // not for each byte.
+    for head in [
+        get(&format!("/orders/{id}/stream"), "X-Pad: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n"),
+        b"POST /api/orders HTTP/1.1\r\nHost: x\r\nX-Pad: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n"
+            .to_vec(),
+    ] {
+        let mut trickled = Connection::open(&server).await;
+        trickled.socket.set_nodelay(true).unwrap();
+        let started = tokio::time::Instant::now();
+        let mut closed = false;
+        for byte in head {
+            if trickled.socket.try_write(&[byte]).is_err() {
+                closed = true;
+                break;
+            }
+            if trickled.closes_within(Duration::from_millis(100)).await {
+                closed = true;
+                break;
+            }
+        }
+        assert!(closed, "a trickled head was served");
+        assert!(started.elapsed() < WITHIN);
+        assert!(trickled.read.is_empty(), "{:?}", trickled.read);
+    }
+    metric_reaches(&server, "order_tracking_timeouts_total{bound=\"head\"}", 5.0).await;
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_is_closed_after_the_idle_bound_on_either_path() {
+    let server = strict_server(|_| {}).await;
+    let id = create_order(&server.base).await;
+    deliver(&server.base, &id).await;
+    let last = event_ids(&server.base, &id).await[5];
+    // After a 204 of the direct path, and after a page of hyper's.
+    let mut after_204 = Connection::open(&server).await;
+    after_204
+        .send(&get(
+            &format!("/orders/{id}/stream"),
+            &format!("Last-Event-ID: {last}\r\n"),
+        ))
+        .await;
+    assert_eq!(after_204.response().await.status, 204);
+    // Kept alive a moment...
+    assert!(!after_204.closes_within(Duration::from_millis(200)).await);
+    let mut after_page = Connection::open(&server).await;
+    after_page.send(&get("/healthz", "")).await;
+    assert_eq!(after_page.response().await.status, 200);
+    assert!(!after_page.closes_within(Duration::from_millis(200)).await);
+    for connection in [&mut after_204, &mut after_page] {
+        // ...and closed once idle for the bound.
+        assert!(connection.closes_within(WITHIN).await, "an idle connection stayed open");
+    }
+    metric_reaches(&server, "order_tracking_timeouts_total{bound=\"idle\"}", 1.0).await;
+}
+
+#[tokio::test]
+async fn a_head_over_the_limit_gets_431_and_a_close_on_either_path() {
+    let server = TestServer::start().await;
+    let pad = format!("X-Pad: {}\r\n", "a".repeat(20_000));
+    for head in [
+        get("/stream", &pad),
+        format!("POST /api/orders HTTP/1.1\r\nHost: x\r\n{pad}\r\n").into_bytes(),
+        // Never finished: still refused once over the limit.
+        format!("GET /stream HTTP/1.1\r\nHost: x\r\n{pad}").into_bytes(),
+    ] {
+        let mut connection = Connection::open(&server).await;
+        connection.send(&head).await;
+        let response = connection.response().await;
+        assert_eq!(response.status, 431);
+        assert!(connection.closes_within(WITHIN).await);
+    }
+    // Just under the limit is still a stream.
+    let mut connection = Connection::open(&server).await;
+    let pad = format!("X-Pad: {}\r\n", "a".repeat(15_000));
+    connection
+        .send(&get(&format!("/orders/{}/stream", uuid::Uuid::new_v4()), &pad))
+        .await;
+    assert_eq!(connection.response_head().await.status, 200);
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_dropped_while_a_reading_one_gets_every_event() {
+    let server = strict_server(|_| {}).await;
+    // A stream of every order, with the smallest receive buffer, never read.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(1024).unwrap();
+    let mut stuck = socket.connect(addr(&server).parse().unwrap()).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut stuck, &get("/stream", ""))
+        .await
+        .unwrap();
+    let mut reader = SseReader::open(&server.url("/stream"), None).await;
+    assert_eq!(reader.response_status, 200);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while metric(&server.base, "order_tracking_open_streams").await < 2.0 {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Publish until the stuck stream is gone (its socket fills, its write stalls past the
+    // bound); at most 20,000 orders.
+    let mut created = Vec::new();
+    while metric(&server.base, "order_tracking_open_streams").await > 1.0 {
+        assert!(created.len() < 20_000, "the stuck stream was never dropped");
+        let batch = futures::future::join_all((0..50).map(|_| create_order(&server.base))).await;
+        created.extend(batch);
+    }
+    assert!(
+        labelled(&server, "order_tracking_timeouts_total{bound=\"write\"}").await
+            + metric(&server.base, "order_tracking_slow_subscribers_dropped_total").await
+            >= 1.0
+    );
+    // The reading subscriber got every event, in id order, none twice.
+    let mut seen = Vec::new();
+    while seen.len() < created.len() {
+        let event = reader.next_event().await.unwrap();
+        seen.push(event.id().unwrap().parse::<i64>().unwrap());
+    }
+    assert!(seen.windows(2).all(|w| w[0] < w[1]));
+    drop(stuck);
+}
+
+#[tokio::test]
+async fn one_address_at_its_share_gets_429_while_another_is_still_served() {
+    let server = TestServer::start_with(|config| {
+        config.limits.max_streams_per_client = Some(2);
+    })
+    .await;
+    let id = uuid::Uuid::new_v4();
+    let stream = format!("/orders/{id}/stream");
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut connection = Connection::from("127.0.0.1", addr(&server)).await;
+        connection.send(&get(&stream, "")).await;
+        assert_eq!(connection.response_head().await.status, 200);
+        held.push(connection);
+    }
+    // The third, on either path (HTTP/1.0 goes through hyper).
+    for head in [
+        get(&stream, ""),
+        format!("GET {stream} HTTP/1.0\r\n\r\n").into_bytes(),
+    ] {
+        let mut third = Connection::from("127.0.0.1", addr(&server)).await;
+        third.send(&head).await;
+        let refused = third.response().await;
+        assert_eq!(refused.status, 429);
+        assert_eq!(refused.header("retry-after"), Some("5"));
+        let body: Value = serde_json::from_slice(&refused.body).unwrap();
+        assert_eq!(body["error"], "too_many_client_streams");
+    }
+    // Another address is served.
+    let mut other = Connection::from("127.0.0.2", addr(&server)).await;
+    other.send(&get(&stream, "")).await;
+    assert_eq!(other.response_head().await.status, 200);
+    // A stream given back is a slot free again.
+    drop(held.pop());
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let mut again = Connection::from("127.0.0.1", addr(&server)).await;
+        again.send(&get(&stream, "")).await;
+        if again.response_head().await.status == 200 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(labelled(&server, "order_tracking_refused_total{reason=\"client_streams\"}").await >= 2.0);
+}
+
+#[tokio::test]
+async fn forwarded_for_names_the_client_only_from_a_trusted_proxy() {
+    let server = TestServer::start_with(|config| {
+        config.limits.max_streams_per_client = Some(1);
+        config.limits.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
+    let stream = format!("/orders/{}/stream", uuid::Uuid::new_v4());
+    let open = |local: &'static str, forwarded: &'static str| {
+        let stream = stream.clone();
+        let addr = addr(&server).to_owned();
+        async move {
+            let mut connection = Connection::from(local, &addr).await;
+            connection
+                .send(&get(&stream, &format!("X-Forwarded-For: {forwarded}\r\n")))
+                .await;
+            let status = connection.response_head().await.status;
+            (status, connection)
+        }
+    };
+    // Through the trusted proxy, each forwarded client has its own share.
+    let (a, _a) = open("127.0.0.1", "203.0.113.1").await;
+    let (b, _b) = open("127.0.0.1", "203.0.113.2").await;
+    let (a_again, _) = open("127.0.0.1", "198.51.100.9, 203.0.113.1").await;
+    assert_eq!((a, b, a_again), (200, 200, 429));
+    // From anyone else the header is not believed: the peer is the client.
+    let (c, _c) = open("127.0.0.3", "203.0.113.7").await;
+    let (c_again, _) = open("127.0.0.3", "203.0.113.8").await;
+    assert_eq!((c, c_again), (200, 429));
+}
+
+#[tokio::test]
+async fn every_close_in_any_connection_line_closes_and_host_must_be_exactly_one() {
+    let server = TestServer::start().await;
+    let id = create_order(&server.base).await;
+    deliver(&server.base, &id).await;
+    let last = event_ids(&server.base, &id).await[5];
+    let resumed = format!("Last-Event-ID: {last}\r\n");
+    let stream = format!("/orders/{id}/stream");
+
+    let mut connection = Connection::open(&server).await;
+    connection
+        .send(&get(&stream, &format!("{resumed}Connection: keep-alive\r\nConnection: close\r\n")))
+        .await;
+    assert_eq!(connection.response().await.status, 204);
+    assert!(connection.closes_within(WITHIN).await);
+
+    for head in [
+        format!("GET {stream} HTTP/1.1\r\n{resumed}\r\n"),
+        format!("GET {stream} HTTP/1.1\r\nHost: a\r\nHost: b\r\n{resumed}\r\n"),
+        "POST /api/orders HTTP/1.1\r\nContent-Length: 0\r\n\r\n".to_owned(),
+    ] {
+        let mut connection = Connection::open(&server).await;
+        connection.send(head.as_bytes()).await;
+        let response = connection.response().await;
+        assert_eq!(response.status, 400, "{head}");
+        let body: Value = serde_json::from_slice(&response.body).unwrap();
+        assert_eq!(body["error"], "bad_request", "{head}");
+    }
+    // HTTP/1.0 may leave it out.
+    let mut old = Connection::open(&server).await;
+    old.send(format!("GET {stream} HTTP/1.0\r\n{resumed}\r\n").as_bytes())
+        .await;
+    assert_eq!(old.response_head().await.status, 204);
+}
+
+#[tokio::test]
+async fn a_token_is_never_taken_from_the_query_and_its_scheme_is_any_case() {
+    let server = TestServer::start_with(|config| config.admin_token = Some("s3cret".into())).await;
+    for (path, authorization, status) in [
+        ("/stream?access_token=s3cret", "", 401),
+        ("/stream?token=s3cret", "", 401),
+        ("/stream", "Authorization: bearer s3cret\r\n", 200),
+        ("/stream", "Authorization: BEARER s3cret\r\n", 200),
+        ("/stream", "Authorization: Bearer s3cre\r\n", 401),
+        ("/stream", "Authorization: Bearer s3crets3cret\r\n", 401),
+    ] {
+        // Both paths: direct, then through hyper (absolute-form).
+        for target in [path.to_owned(), format!("http://x{path}")] {
+            let mut connection = Connection::open(&server).await;
+            connection
+                .send(format!("GET {target} HTTP/1.1\r\nHost: x\r\n{authorization}\r\n").as_bytes())
+                .await;
+            assert_eq!(
+                connection.response_head().await.status,
+                status,
+                "{target} {authorization}"
+            );
+        }
+    }
+    let listed = client()
+        .get(server.url("/api/orders"))
+        .header("authorization", "bearer s3cret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), 200);
+}
