@@ -346,3 +346,179 @@ async fn a_token_is_never_taken_from_the_query_and_its_scheme_is_any_case() {
         .unwrap();
     assert_eq!(listed.status(), 200);
 }
+
+/// The real binary's exit and what it wrote, started with `env` (and a fresh database).
+fn refused_start(env: &[(&str, &str)]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_order-tracking"));
+    command
+        .env("DATABASE_URL", format!("sqlite://{}/o.db", dir.path().display()))
+        .env("LEPTOS_SITE_ADDR", free_addr().to_string())
+        .stdin(std::process::Stdio::null());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let output = command.output().unwrap();
+    assert!(!output.status.success(), "started with {env:?}");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+#[test]
+fn an_empty_or_blank_token_or_setting_refuses_to_start_with_a_sentence_naming_it() {
+    for blank in ["", "  ", "\t"] {
+        let said = refused_start(&[("ADMIN_TOKEN", blank)]);
+        assert!(said.contains("ADMIN_TOKEN is set but empty"), "{said}");
+    }
+    let said = refused_start(&[("MAX_STREAMS", "")]);
+    assert!(said.contains("MAX_STREAMS"), "{said}");
+    let said = refused_start(&[("ADMIN_TOKEN_FILE", "/no/such/tokens")]);
+    assert!(said.contains("cannot read ADMIN_TOKEN_FILE (/no/such/tokens)"), "{said}");
+    let said = refused_start(&[("TRUSTED_PROXIES", "10.0.0.0/8,nginx")]);
+    assert!(said.contains("`nginx` is not an address"), "{said}");
+    let said = refused_start(&[("MAX_CONNECTIONS", "100000000")]);
+    assert!(said.contains("MAX_CONNECTIONS=100000000 is more than"), "{said}");
+}
+
+async fn status_with(base: &str, token: &str) -> u16 {
+    client()
+        .post(format!("{base}/api/orders"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn a_token_file_is_rotated_by_sighup_while_a_stream_stays_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, "first-token\nsecond-token\n").unwrap();
+    let url = format!("sqlite://{}/o.db", dir.path().display());
+    let server = Process::spawn(
+        &url,
+        free_addr(),
+        &[("ADMIN_TOKEN_FILE", tokens.to_str().unwrap())],
+    )
+    .await;
+    assert_eq!(status_with(&server.base, "first-token").await, 201);
+    assert_eq!(status_with(&server.base, "second-token").await, 201);
+    assert_eq!(status_with(&server.base, "third-token").await, 401);
+
+    // Every order's stream needs a token: opened with the first.
+    let mut request = client().get(format!("{}/stream", server.base));
+    request = request.bearer_auth("first-token");
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let mut stream = response.bytes_stream();
+
+    // Rotated: written anew (as a secrets mount replaces it), then SIGHUP.
+    let replacement = dir.path().join("tokens.new");
+    std::fs::write(&replacement, "third-token\n").unwrap();
+    std::fs::rename(&replacement, &tokens).unwrap();
+    server.signal("HUP");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while status_with(&server.base, "third-token").await != 201 {
+        assert!(tokio::time::Instant::now() < deadline, "the new token was not taken");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status_with(&server.base, "first-token").await, 401);
+    assert_eq!(status_with(&server.base, "second-token").await, 401);
+
+    // The stream opened with the old token is still open and still delivers: the three
+    // orders created, the last with the new token.
+    use futures::StreamExt;
+    let mut seen = String::new();
+    while seen.matches("\"status\":\"Created\"").count() < 3 {
+        let chunk = tokio::time::timeout(WAIT, stream.next())
+            .await
+            .expect("the open stream went quiet")
+            .expect("the open stream ended")
+            .unwrap();
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+}
+
+#[tokio::test]
+async fn a_flood_of_silent_connections_from_one_address_leaves_others_served() {
+    // The binary with a low descriptor limit, as a small container would give it.
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/o.db", dir.path().display());
+    let addr = free_addr();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_order-tracking"));
+    command
+        .env("DATABASE_URL", &url)
+        .env("LEPTOS_SITE_ADDR", addr.to_string())
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: setrlimit is async-signal-safe and touches only the child's limit.
+        unsafe {
+            command.pre_exec(|| {
+                let limit = libc::rlimit {
+                    rlim_cur: 256,
+                    rlim_max: 256,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let mut child = command.spawn().unwrap();
+    let base = format!("http://{addr}");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !client()
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status() == 200)
+    {
+        assert!(tokio::time::Instant::now() < deadline, "server did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // 400 silent connections from 127.0.0.1: more than the process has descriptors.
+    let mut flood = Vec::new();
+    for _ in 0..400 {
+        flood.push(Connection::from("127.0.0.1", &addr.to_string()).await);
+    }
+    // Another address is served at once, pages and streams alike.
+    let mut other = Connection::from("127.0.0.2", &addr.to_string()).await;
+    other.send(&get("/healthz", "")).await;
+    assert_eq!(other.response().await.status, 200);
+    let mut stream = Connection::from("127.0.0.2", &addr.to_string()).await;
+    stream
+        .send(&get(&format!("/orders/{}/stream", uuid::Uuid::new_v4()), ""))
+        .await;
+    assert_eq!(stream.response_head().await.status, 200);
+    // The flood's share was held; the rest were closed at once.
+    let mut closed = 0;
+    for connection in &mut flood {
+        if connection.closes_within(Duration::from_millis(5)).await {
+            closed += 1;
+        }
+    }
+    assert!(closed >= 300, "only {closed} of the flood were closed");
+    let mut metrics = Connection::from("127.0.0.3", &addr.to_string()).await;
+    metrics.send(&get("/metrics", "")).await;
+    let text = String::from_utf8(metrics.response().await.body).unwrap();
+    assert!(
+        text.contains("order_tracking_refused_total{reason=\"client_connections\"}"),
+        "{text}"
+    );
+    drop(flood);
+    let _ = child.kill();
+    let output = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(!log.contains("cannot accept"), "{log}");
+}
