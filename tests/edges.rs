@@ -522,3 +522,154 @@ async fn a_flood_of_silent_connections_from_one_address_leaves_others_served() {
     let log = String::from_utf8_lossy(&output.stderr);
     assert!(!log.contains("cannot accept"), "{log}");
 }
+
+/// What a connection answered to one head: its statuses, the event ids in its bodies, and
+/// whether it was still open afterwards.
+#[derive(Debug, PartialEq)]
+struct Answered {
+    statuses: Vec<u16>,
+    ids: Vec<Vec<String>>,
+    says_close: Vec<bool>,
+    kept_open: bool,
+}
+
+/// Sends `head` on a fresh connection, reads `responses` answers, then asks for `/healthz`
+/// (in `form`) to see whether the connection is still open.
+async fn answered(server: &TestServer, head: &[u8], responses: usize, healthz: &str) -> Answered {
+    let mut connection = Connection::open(server).await;
+    connection.send(head).await;
+    let mut answered = Answered {
+        statuses: Vec::new(),
+        ids: Vec::new(),
+        says_close: Vec::new(),
+        kept_open: false,
+    };
+    for _ in 0..responses {
+        let response = connection.response().await;
+        answered.statuses.push(response.status);
+        answered.says_close.push(response.header("connection") == Some("close"));
+        answered.ids.push(
+            String::from_utf8_lossy(&response.body)
+                .lines()
+                .filter_map(|line| line.strip_prefix("id: "))
+                .map(str::to_owned)
+                .collect(),
+        );
+    }
+    let _ = connection.socket.try_write(healthz.as_bytes());
+    loop {
+        if let Some(end) = connection.read.windows(4).position(|w| w == b"\r\n\r\n") {
+            answered.kept_open = connection.read[..end].starts_with(b"HTTP/1.1 200");
+            break;
+        }
+        if !connection.fill().await {
+            break;
+        }
+    }
+    answered
+}
+
+#[tokio::test]
+async fn the_direct_path_and_hyper_answer_every_head_of_the_corpus_alike() {
+    let server = TestServer::start().await;
+    let id = create_order(&server.base).await;
+    deliver(&server.base, &id).await;
+    let ids = event_ids(&server.base, &id).await;
+    let (second, last) = (ids[1], ids[5]);
+    let uuid: uuid::Uuid = id.parse().unwrap();
+    let simple = uuid.simple().to_string();
+    let encoded = id.replacen('-', "%2D", 1);
+    // (target, headers and body, responses expected). Every head is sent twice: in
+    // origin-form (`GET /…`: the direct path when it is a stream request) and in absolute
+    // form (`GET http://x/…`: always hyper).
+    let corpus: Vec<(String, String, usize)> = vec![
+        (format!("/orders/{id}/stream"), String::new(), 1),
+        (format!("/orders/{}/stream", id.to_uppercase()), String::new(), 1),
+        (format!("/orders/{simple}/stream"), String::new(), 1),
+        (format!("/orders/%7B{id}%7D/stream"), String::new(), 1),
+        (format!("/orders/urn:uuid:{id}/stream"), String::new(), 1),
+        (format!("/orders/{encoded}/stream"), String::new(), 1),
+        (format!("/orders/{id}/stream?last_event_id={second}#x"), String::new(), 1),
+        (format!("/orders/{id}/stream#last_event_id={second}"), String::new(), 1),
+        (format!("/stream?order={id}#x"), String::new(), 1),
+        (format!("/stream?order={id}&x=<"), String::new(), 1),
+        (format!("/stream?order={id}&last_event_id={second}"), String::new(), 1),
+        ("/orders/nope/stream".into(), String::new(), 1),
+        ("/orders/%FF/stream".into(), String::new(), 1),
+        (format!("/orders/{id}/stream/"), String::new(), 1),
+        (format!("/orders/{id}/stream"), format!("Last-Event-ID: {last}\r\n"), 1),
+        (
+            format!("/orders/{id}/stream"),
+            format!("Last-Event-ID: {last}\r\nConnection: keep-alive\r\nConnection: close\r\n"),
+            1,
+        ),
+        (
+            format!("/orders/{id}/stream"),
+            format!("Last-Event-ID: {last}\r\nConnection: Keep-Alive, CLOSE\r\n"),
+            1,
+        ),
+        (format!("/orders/{id}/stream"), "Last-Event-ID: nope\r\n".into(), 1),
+        (format!("/orders/{id}/stream"), "Host: other\r\n".into(), 1),
+        (format!("/orders/{id}/stream"), "Content-Length: 0\r\n".into(), 1),
+        (
+            format!("/orders/{id}/stream"),
+            "Transfer-Encoding: chunked\r\n\r\n0\r\n".into(),
+            1,
+        ),
+        (
+            format!("/orders/{id}/stream"),
+            "Content-Length: 0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n".into(),
+            1,
+        ),
+        (format!("/orders/{id}/stream"), "Content-Length: 0\r\nContent-Length: 0\r\n".into(), 1),
+        (format!("/orders/{id}/stream"), "X-Odd : value\r\n".into(), 1),
+        (format!("/orders/{id}/stream"), "X-Folded: a\r\n b\r\n".into(), 1),
+        (format!("/stream?order={id}"), "Authorization: bearer anything\r\n".into(), 1),
+    ];
+    for (target, extra, responses) in corpus {
+        let mut results = Vec::new();
+        for form in ["", "http://x"] {
+            let head = format!("GET {form}{target} HTTP/1.1\r\nHost: x\r\n{extra}\r\n");
+            let healthz = format!("GET {form}/healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+            results.push(answered(&server, head.as_bytes(), responses, &healthz).await);
+        }
+        assert_eq!(results[0], results[1], "{target} {extra:?}");
+    }
+
+    // Heads that differ in their first line or in Host, and pipelined requests.
+    let resume = format!("Last-Event-ID: {last}\r\n");
+    for (origin, absolute, responses) in [
+        (
+            format!("GET /orders/{id}/stream HTTP/1.1\r\n{resume}\r\n"),
+            format!("GET http://x/orders/{id}/stream HTTP/1.1\r\n{resume}\r\n"),
+            1,
+        ),
+        (
+            format!("GET /orders/{id}/stream HTTP/1.1\r\nHost: a\r\nHost: b\r\n{resume}\r\n"),
+            format!("GET http://x/orders/{id}/stream HTTP/1.1\r\nHost: a\r\nHost: b\r\n{resume}\r\n"),
+            1,
+        ),
+        (
+            format!("GET /orders/{id}/stream HTTP/1.0\r\n{resume}\r\n"),
+            format!("GET http://x/orders/{id}/stream HTTP/1.0\r\n{resume}\r\n"),
+            1,
+        ),
+        (
+            format!(
+                "GET /orders/{id}/stream HTTP/1.1\r\nHost: x\r\n{resume}\r\n\
+                 GET /orders/nope/stream HTTP/1.1\r\nHost: x\r\n\r\n\
+                 GET /orders/{id}/stream HTTP/1.1\r\nHost: x\r\n\r\n"
+            ),
+            format!(
+                "GET http://x/orders/{id}/stream HTTP/1.1\r\nHost: x\r\n{resume}\r\n\
+                 GET http://x/orders/nope/stream HTTP/1.1\r\nHost: x\r\n\r\n\
+                 GET http://x/orders/{id}/stream HTTP/1.1\r\nHost: x\r\n\r\n"
+            ),
+            3,
+        ),
+    ] {
+        let direct = answered(&server, origin.as_bytes(), responses, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        let hyper = answered(&server, absolute.as_bytes(), responses, "GET http://x/healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert_eq!(direct, hyper, "{origin:?}");
+    }
+}
