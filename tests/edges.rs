@@ -11,7 +11,9 @@ use common::*;
 use serde_json::Value;
 
 /// One second each, so that the bounds show in a test's time; the margins are several.
-async fn strict_server(adjust: impl FnOnce(&mut order_tracking::server::config::Config)) -> TestServer {
+async fn strict_server(
+    adjust: impl FnOnce(&mut order_tracking::server::config::Config),
+) -> TestServer {
     TestServer::start_with(|config| {
         config.policy.head_timeout_secs = 1;
         config.policy.idle_timeout_secs = 1;
@@ -104,7 +106,12 @@ async fn silent_trickled_and_half_sent_heads_are_closed_within_the_head_bound_on
         assert!(started.elapsed() < WITHIN);
         assert!(trickled.read.is_empty(), "{:?}", trickled.read);
     }
-    metric_reaches(&server, "order_tracking_timeouts_total{bound=\"head\"}", 5.0).await;
+    metric_reaches(
+        &server,
+        "order_tracking_timeouts_total{bound=\"head\"}",
+        5.0,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -130,9 +137,17 @@ async fn an_idle_keep_alive_is_closed_after_the_idle_bound_on_either_path() {
     assert!(!after_page.closes_within(Duration::from_millis(200)).await);
     for connection in [&mut after_204, &mut after_page] {
         // ...and closed once idle for the bound.
-        assert!(connection.closes_within(WITHIN).await, "an idle connection stayed open");
+        assert!(
+            connection.closes_within(WITHIN).await,
+            "an idle connection stayed open"
+        );
     }
-    metric_reaches(&server, "order_tracking_timeouts_total{bound=\"idle\"}", 1.0).await;
+    metric_reaches(
+        &server,
+        "order_tracking_timeouts_total{bound=\"idle\"}",
+        1.0,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -155,7 +170,10 @@ async fn a_head_over_the_limit_gets_431_and_a_close_on_either_path() {
     let mut connection = Connection::open(&server).await;
     let pad = format!("X-Pad: {}\r\n", "a".repeat(15_000));
     connection
-        .send(&get(&format!("/orders/{}/stream", uuid::Uuid::new_v4()), &pad))
+        .send(&get(
+            &format!("/orders/{}/stream", uuid::Uuid::new_v4()),
+            &pad,
+        ))
         .await;
     assert_eq!(connection.response_head().await.status, 200);
 }
@@ -166,7 +184,10 @@ async fn a_client_that_stops_reading_is_dropped_while_a_reading_one_gets_every_e
     // A stream of every order, with the smallest receive buffer, never read.
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(1024).unwrap();
-    let mut stuck = socket.connect(addr(&server).parse().unwrap()).await.unwrap();
+    let mut stuck = socket
+        .connect(addr(&server).parse().unwrap())
+        .await
+        .unwrap();
     tokio::io::AsyncWriteExt::write_all(&mut stuck, &get("/stream", ""))
         .await
         .unwrap();
@@ -188,7 +209,11 @@ async fn a_client_that_stops_reading_is_dropped_while_a_reading_one_gets_every_e
     }
     assert!(
         labelled(&server, "order_tracking_timeouts_total{bound=\"write\"}").await
-            + metric(&server.base, "order_tracking_slow_subscribers_dropped_total").await
+            + metric(
+                &server.base,
+                "order_tracking_slow_subscribers_dropped_total"
+            )
+            .await
             >= 1.0
     );
     // The reading subscriber got every event, in id order, none twice.
@@ -245,7 +270,14 @@ async fn one_address_at_its_share_gets_429_while_another_is_still_served() {
         assert!(tokio::time::Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(labelled(&server, "order_tracking_refused_total{reason=\"client_streams\"}").await >= 2.0);
+    assert!(
+        labelled(
+            &server,
+            "order_tracking_refused_total{reason=\"client_streams\"}"
+        )
+        .await
+            >= 2.0
+    );
 }
 
 #[tokio::test]
@@ -290,7 +322,10 @@ async fn every_close_in_any_connection_line_closes_and_host_must_be_exactly_one(
 
     let mut connection = Connection::open(&server).await;
     connection
-        .send(&get(&stream, &format!("{resumed}Connection: keep-alive\r\nConnection: close\r\n")))
+        .send(&get(
+            &stream,
+            &format!("{resumed}Connection: keep-alive\r\nConnection: close\r\n"),
+        ))
         .await;
     assert_eq!(connection.response().await.status, 204);
     assert!(connection.closes_within(WITHIN).await);
@@ -352,7 +387,10 @@ fn refused_start(env: &[(&str, &str)]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_order-tracking"));
     command
-        .env("DATABASE_URL", format!("sqlite://{}/o.db", dir.path().display()))
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}/o.db", dir.path().display()),
+        )
         .env("LEPTOS_SITE_ADDR", free_addr().to_string())
         .stdin(std::process::Stdio::null());
     for (key, value) in env {
@@ -376,11 +414,17 @@ fn an_empty_or_blank_token_or_setting_refuses_to_start_with_a_sentence_naming_it
     let said = refused_start(&[("MAX_STREAMS", "")]);
     assert!(said.contains("MAX_STREAMS"), "{said}");
     let said = refused_start(&[("ADMIN_TOKEN_FILE", "/no/such/tokens")]);
-    assert!(said.contains("cannot read ADMIN_TOKEN_FILE (/no/such/tokens)"), "{said}");
+    assert!(
+        said.contains("cannot read ADMIN_TOKEN_FILE (/no/such/tokens)"),
+        "{said}"
+    );
     let said = refused_start(&[("TRUSTED_PROXIES", "10.0.0.0/8,nginx")]);
     assert!(said.contains("`nginx` is not an address"), "{said}");
     let said = refused_start(&[("MAX_CONNECTIONS", "100000000")]);
-    assert!(said.contains("MAX_CONNECTIONS=100000000 is more than"), "{said}");
+    assert!(
+        said.contains("MAX_CONNECTIONS=100000000 is more than"),
+        "{said}"
+    );
 }
 
 async fn status_with(base: &str, token: &str) -> u16 {
@@ -424,7 +468,10 @@ async fn a_token_file_is_rotated_by_sighup_while_a_stream_stays_open() {
     server.signal("HUP");
     let deadline = tokio::time::Instant::now() + WAIT;
     while status_with(&server.base, "third-token").await != 201 {
-        assert!(tokio::time::Instant::now() < deadline, "the new token was not taken");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the new token was not taken"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(status_with(&server.base, "first-token").await, 401);
@@ -483,7 +530,10 @@ async fn a_flood_of_silent_connections_from_one_address_leaves_others_served() {
         .await
         .is_ok_and(|r| r.status() == 200)
     {
-        assert!(tokio::time::Instant::now() < deadline, "server did not start");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "server did not start"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
@@ -498,7 +548,10 @@ async fn a_flood_of_silent_connections_from_one_address_leaves_others_served() {
     assert_eq!(other.response().await.status, 200);
     let mut stream = Connection::from("127.0.0.2", &addr.to_string()).await;
     stream
-        .send(&get(&format!("/orders/{}/stream", uuid::Uuid::new_v4()), ""))
+        .send(&get(
+            &format!("/orders/{}/stream", uuid::Uuid::new_v4()),
+            "",
+        ))
         .await;
     assert_eq!(stream.response_head().await.status, 200);
     // The flood's share was held; the rest were closed at once.
@@ -547,7 +600,9 @@ async fn answered(server: &TestServer, head: &[u8], responses: usize, healthz: &
     for _ in 0..responses {
         let response = connection.response().await;
         answered.statuses.push(response.status);
-        answered.says_close.push(response.header("connection") == Some("close"));
+        answered
+            .says_close
+            .push(response.header("connection") == Some("close"));
         answered.ids.push(
             String::from_utf8_lossy(&response.body)
                 .lines()
@@ -584,20 +639,40 @@ async fn the_direct_path_and_hyper_answer_every_head_of_the_corpus_alike() {
     // form (`GET http://x/…`: always hyper).
     let corpus: Vec<(String, String, usize)> = vec![
         (format!("/orders/{id}/stream"), String::new(), 1),
-        (format!("/orders/{}/stream", id.to_uppercase()), String::new(), 1),
+        (
+            format!("/orders/{}/stream", id.to_uppercase()),
+            String::new(),
+            1,
+        ),
         (format!("/orders/{simple}/stream"), String::new(), 1),
         (format!("/orders/%7B{id}%7D/stream"), String::new(), 1),
         (format!("/orders/urn:uuid:{id}/stream"), String::new(), 1),
         (format!("/orders/{encoded}/stream"), String::new(), 1),
-        (format!("/orders/{id}/stream?last_event_id={second}#x"), String::new(), 1),
-        (format!("/orders/{id}/stream#last_event_id={second}"), String::new(), 1),
+        (
+            format!("/orders/{id}/stream?last_event_id={second}#x"),
+            String::new(),
+            1,
+        ),
+        (
+            format!("/orders/{id}/stream#last_event_id={second}"),
+            String::new(),
+            1,
+        ),
         (format!("/stream?order={id}#x"), String::new(), 1),
         (format!("/stream?order={id}&x=<"), String::new(), 1),
-        (format!("/stream?order={id}&last_event_id={second}"), String::new(), 1),
+        (
+            format!("/stream?order={id}&last_event_id={second}"),
+            String::new(),
+            1,
+        ),
         ("/orders/nope/stream".into(), String::new(), 1),
         ("/orders/%FF/stream".into(), String::new(), 1),
         (format!("/orders/{id}/stream/"), String::new(), 1),
-        (format!("/orders/{id}/stream"), format!("Last-Event-ID: {last}\r\n"), 1),
+        (
+            format!("/orders/{id}/stream"),
+            format!("Last-Event-ID: {last}\r\n"),
+            1,
+        ),
         (
             format!("/orders/{id}/stream"),
             format!("Last-Event-ID: {last}\r\nConnection: keep-alive\r\nConnection: close\r\n"),
@@ -608,9 +683,17 @@ async fn the_direct_path_and_hyper_answer_every_head_of_the_corpus_alike() {
             format!("Last-Event-ID: {last}\r\nConnection: Keep-Alive, CLOSE\r\n"),
             1,
         ),
-        (format!("/orders/{id}/stream"), "Last-Event-ID: nope\r\n".into(), 1),
+        (
+            format!("/orders/{id}/stream"),
+            "Last-Event-ID: nope\r\n".into(),
+            1,
+        ),
         (format!("/orders/{id}/stream"), "Host: other\r\n".into(), 1),
-        (format!("/orders/{id}/stream"), "Content-Length: 0\r\n".into(), 1),
+        (
+            format!("/orders/{id}/stream"),
+            "Content-Length: 0\r\n".into(),
+            1,
+        ),
         (
             format!("/orders/{id}/stream"),
             "Transfer-Encoding: chunked\r\n\r\n0\r\n".into(),
@@ -621,10 +704,26 @@ async fn the_direct_path_and_hyper_answer_every_head_of_the_corpus_alike() {
             "Content-Length: 0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n".into(),
             1,
         ),
-        (format!("/orders/{id}/stream"), "Content-Length: 0\r\nContent-Length: 0\r\n".into(), 1),
-        (format!("/orders/{id}/stream"), "X-Odd : value\r\n".into(), 1),
-        (format!("/orders/{id}/stream"), "X-Folded: a\r\n b\r\n".into(), 1),
-        (format!("/stream?order={id}"), "Authorization: bearer anything\r\n".into(), 1),
+        (
+            format!("/orders/{id}/stream"),
+            "Content-Length: 0\r\nContent-Length: 0\r\n".into(),
+            1,
+        ),
+        (
+            format!("/orders/{id}/stream"),
+            "X-Odd : value\r\n".into(),
+            1,
+        ),
+        (
+            format!("/orders/{id}/stream"),
+            "X-Folded: a\r\n b\r\n".into(),
+            1,
+        ),
+        (
+            format!("/stream?order={id}"),
+            "Authorization: bearer anything\r\n".into(),
+            1,
+        ),
     ];
     for (target, extra, responses) in corpus {
         let mut results = Vec::new();
@@ -646,7 +745,9 @@ async fn the_direct_path_and_hyper_answer_every_head_of_the_corpus_alike() {
         ),
         (
             format!("GET /orders/{id}/stream HTTP/1.1\r\nHost: a\r\nHost: b\r\n{resume}\r\n"),
-            format!("GET http://x/orders/{id}/stream HTTP/1.1\r\nHost: a\r\nHost: b\r\n{resume}\r\n"),
+            format!(
+                "GET http://x/orders/{id}/stream HTTP/1.1\r\nHost: a\r\nHost: b\r\n{resume}\r\n"
+            ),
             1,
         ),
         (
@@ -668,8 +769,20 @@ async fn the_direct_path_and_hyper_answer_every_head_of_the_corpus_alike() {
             3,
         ),
     ] {
-        let direct = answered(&server, origin.as_bytes(), responses, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
-        let hyper = answered(&server, absolute.as_bytes(), responses, "GET http://x/healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        let direct = answered(
+            &server,
+            origin.as_bytes(),
+            responses,
+            "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+        )
+        .await;
+        let hyper = answered(
+            &server,
+            absolute.as_bytes(),
+            responses,
+            "GET http://x/healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+        )
+        .await;
         assert_eq!(direct, hyper, "{origin:?}");
     }
 }

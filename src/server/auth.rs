@@ -50,9 +50,9 @@ impl Tokens {
     /// and a file that cannot be read or holds no token.
     pub fn configured(token: Option<&str>, file: Option<&Path>) -> Result<Self, String> {
         match (token, file) {
-            (Some(_), Some(_)) => Err(
-                "ADMIN_TOKEN and ADMIN_TOKEN_FILE are both set: set one of them".into(),
-            ),
+            (Some(_), Some(_)) => {
+                Err("ADMIN_TOKEN and ADMIN_TOKEN_FILE are both set: set one of them".into())
+            }
             (Some(token), None) => {
                 let token = non_blank(token)?;
                 Ok(Self {
@@ -140,10 +140,12 @@ fn bearer(value: &[u8]) -> Option<&[u8]> {
 pub fn non_blank(token: &str) -> Result<&str, String> {
     let token = token.trim();
     if token.is_empty() {
-        return Err("ADMIN_TOKEN is set but empty or blank, which would leave the server open \
+        return Err(
+            "ADMIN_TOKEN is set but empty or blank, which would leave the server open \
                     to anyone: set it to a secret (e.g. the output of `openssl rand -hex 32`), \
                     or unset it for demo mode"
-            .into());
+                .into(),
+        );
     }
     Ok(token)
 }

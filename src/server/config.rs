@@ -127,7 +127,10 @@ mod tests {
             blank_variable(env(&[("TRUSTED_PROXIES", "")])).as_deref(),
             Some("TRUSTED_PROXIES")
         );
-        assert_eq!(blank_variable(env(&[("ADMIN_TOKEN", "t"), ("OTHER", "")])), None);
+        assert_eq!(
+            blank_variable(env(&[("ADMIN_TOKEN", "t"), ("OTHER", "")])),
+            None
+        );
     }
 
     #[test]
@@ -141,6 +144,9 @@ mod tests {
             assert!(arg.get_env().is_some(), "{:?}", arg.get_id());
         }
         let flag = Config::try_parse_from(["x", "--admin-token", "  "]).unwrap_err();
-        assert!(flag.to_string().contains("ADMIN_TOKEN is set but empty"), "{flag}");
+        assert!(
+            flag.to_string().contains("ADMIN_TOKEN is set but empty"),
+            "{flag}"
+        );
     }
 }

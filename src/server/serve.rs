@@ -96,12 +96,29 @@ async fn connection(mut socket: TcpStream, slot: ClientConnection, state: AppSta
     let mut first = true;
     loop {
         let max_head = state.config.policy.max_head();
-        let len = match read_head(&mut socket, &mut buffered, deadline, max_head, &state.shutdown).await {
+        let len = match read_head(
+            &mut socket,
+            &mut buffered,
+            deadline,
+            max_head,
+            &state.shutdown,
+        )
+        .await
+        {
             Head::Stream(len) => len,
             Head::Other => {
                 // Boxed: hyper's connection is large, and would otherwise make every
                 // stream's task as large as it is.
-                Box::pin(with_hyper(socket, slot, buffered, deadline, first, app, state.clone())).await;
+                Box::pin(with_hyper(
+                    socket,
+                    slot,
+                    buffered,
+                    deadline,
+                    first,
+                    app,
+                    state.clone(),
+                ))
+                .await;
                 return;
             }
             Head::TimedOut => {
@@ -118,14 +135,26 @@ async fn connection(mut socket: TcpStream, slot: ClientConnection, state: AppSta
         // runs, not for as long as the stream (they would triple every stream task's size).
         // The hand-over to hyper is written twice on purpose: one `Option` carrying both
         // cases would be held beside the stream, 208 bytes more per stream.
-        let Some((opened, close)) = Box::pin(open(&state, slot.peer(), &buffered[..len])).await else {
-            Box::pin(with_hyper(socket, slot, buffered, deadline, first, app, state.clone())).await;
+        let Some((opened, close)) = Box::pin(open(&state, slot.peer(), &buffered[..len])).await
+        else {
+            Box::pin(with_hyper(
+                socket,
+                slot,
+                buffered,
+                deadline,
+                first,
+                app,
+                state.clone(),
+            ))
+            .await;
             return;
         };
         // The head is done with; a stream keeps no buffer while it waits.
         buffered = buffered.split_off(len);
         buffered.shrink_to_fit();
-        if !direct::respond(&mut socket, opened, close, &state).await || state.shutdown.is_cancelled() {
+        if !direct::respond(&mut socket, opened, close, &state).await
+            || state.shutdown.is_cancelled()
+        {
             close_later(socket, slot);
             return;
         }
@@ -571,7 +600,11 @@ impl Replay {
 
     /// What a write that got `poll` returns: progress disarms the stall timer, waiting arms
     /// it, and waiting past it fails the write.
-    fn bounded<T>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+    fn bounded<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        poll: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
         if poll.is_ready() {
             self.stalled = None;
             return poll;
@@ -669,7 +702,10 @@ mod tests {
     }
 
     /// A socket to close, counted as a connection of a client of `clients`.
-    fn closing(socket: std::net::TcpStream, clients: &Arc<crate::server::edge::Clients>) -> Closing {
+    fn closing(
+        socket: std::net::TcpStream,
+        clients: &Arc<crate::server::edge::Clients>,
+    ) -> Closing {
         socket.set_nonblocking(true).unwrap();
         Closing {
             socket,
@@ -684,7 +720,11 @@ mod tests {
             connections_per_client: 100,
             streams_per_client: 1,
         };
-        Arc::new(crate::server::edge::Clients::new(shares, vec![], Arc::default()))
+        Arc::new(crate::server::edge::Clients::new(
+            shares,
+            vec![],
+            Arc::default(),
+        ))
     }
 
     #[test]
@@ -853,5 +893,142 @@ mod tests {
         }
         head.extend_from_slice(b"\r\n");
         assert_eq!(classify(&head), Some(Head::Other));
+    }
+
+    /// What hyper makes of a request head: method, path, query, the first `Last-Event-ID`
+    /// and `Authorization`, and how many `Host` lines.
+    type Parsed = (
+        String,
+        String,
+        String,
+        Option<Vec<u8>>,
+        Option<Vec<u8>>,
+        usize,
+    );
+
+    fn parsed_by_hyper(head: &[u8]) -> Option<Parsed> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            use tokio::io::AsyncWriteExt;
+            let (mut client, server) = tokio::io::duplex(64 * 1024);
+            let (seen, mut parsed) = tokio::sync::mpsc::unbounded_channel();
+            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                let first = |name: &str| request.headers().get(name).map(|v| v.as_bytes().to_vec());
+                let _ = seen.send((
+                    request.method().to_string(),
+                    request.uri().path().to_owned(),
+                    request.uri().query().unwrap_or_default().to_owned(),
+                    first("last-event-id"),
+                    first("authorization"),
+                    request.headers().get_all(header::HOST).iter().count(),
+                ));
+                async { Ok::<_, std::convert::Infallible>(hyper::Response::new(String::new())) }
+            });
+            let serving = tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(server), service),
+            );
+            client.write_all(head).await.unwrap();
+            client.shutdown().await.unwrap();
+            let got = tokio::time::timeout(Duration::from_secs(5), parsed.recv())
+                .await
+                .ok()
+                .flatten();
+            serving.abort();
+            got
+        })
+    }
+
+    fn head_strategy() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        // Mostly what a stream request looks like, so that many are taken as one, with the
+        // odd method, version, target byte and header mixed in.
+        let method = prop::sample::select(vec![
+            "GET", "GET", "GET", "GET", "GET", "HEAD", "get", "POST",
+        ]);
+        let path = prop::sample::select(vec![
+            "/stream",
+            "/orders/abc/stream",
+            "/orders/67E55044-10B1-426F-9247-BB680E5FE0C8/stream",
+            "/orders/%7Bx%7D/stream",
+            "/orders/urn:uuid:x/stream",
+            "/orders//stream",
+            "/stream/",
+            "/orders/a/b/stream",
+        ]);
+        let query = proptest::option::of(prop_oneof![
+            4 => "[a-z_=&%#?0-9.~!$'()*+,;:@/-]{0,16}",
+            1 => r"[a-z=&%<>#?{}|^`\\\x7fé -]{0,8}",
+        ]);
+        let version = prop::sample::select(vec![
+            "HTTP/1.1", "HTTP/1.1", "HTTP/1.1", "HTTP/1.1", "HTTP/1.0", "HTTP/2.0",
+        ]);
+        let name = prop::sample::select(vec![
+            "Host",
+            "Connection",
+            "Last-Event-ID",
+            "last-event-id",
+            "Authorization",
+            "Content-Length",
+            "Transfer-Encoding",
+            "Upgrade",
+            "X-Forwarded-For",
+            "X-A",
+            "X-B",
+            "X-C",
+        ]);
+        let headers = prop::collection::vec((name, "[ -~\t]{0,12}"), 0..5);
+        let host = proptest::option::weighted(0.9, 0..6usize);
+        (method, path, query, version, headers, host).prop_map(
+            |(method, path, query, version, mut headers, host)| {
+                if let Some(at) = host {
+                    headers.insert(at.min(headers.len()), ("host", "example".into()));
+                }
+                let mut head = format!("{method} {path}");
+                if let Some(query) = query {
+                    head.push('?');
+                    head.push_str(&query);
+                }
+                head.push_str(&format!(" {version}\r\n"));
+                for (name, value) in headers {
+                    head.push_str(&format!("{name}: {value}\r\n"));
+                }
+                head.push_str("\r\n");
+                head.into_bytes()
+            },
+        )
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// The classifier never panics, and whenever it takes a head as a stream request,
+        /// hyper reads the same bytes as the same request.
+        #[test]
+        fn a_head_taken_as_a_stream_request_is_the_request_hyper_reads(head in head_strategy()) {
+            let Some(Head::Stream(len)) = classify(&head) else {
+                return Ok(());
+            };
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut parsed = httparse::Request::new(&mut headers);
+            parsed.parse(&head[..len]).unwrap();
+            let (request, _) = stream_request(&parsed).unwrap();
+            let hyper = parsed_by_hyper(&head[..len]);
+            proptest::prop_assert!(hyper.is_some(), "hyper refused {:?}", String::from_utf8_lossy(&head));
+            let (method, path, query, last_event_id, authorization, hosts) = hyper.unwrap();
+            let path_of = |target: Target<'_>| match target {
+                Target::Selection => "/stream".to_owned(),
+                Target::Order(id) => format!("/orders/{id}/stream"),
+            };
+            proptest::prop_assert_eq!(method, "GET");
+            proptest::prop_assert_eq!(path, path_of(request.target));
+            proptest::prop_assert_eq!(query, request.query);
+            proptest::prop_assert_eq!(last_event_id.as_deref(), request.last_event_id);
+            proptest::prop_assert_eq!(authorization.as_deref(), request.authorization);
+            proptest::prop_assert_eq!(hosts, 1);
+        }
     }
 }

@@ -49,9 +49,7 @@ impl Connection {
     /// a test can be several clients.
     pub async fn from(local: &str, addr: &str) -> Self {
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket
-            .bind(format!("{local}:0").parse().unwrap())
-            .unwrap();
+        socket.bind(format!("{local}:0").parse().unwrap()).unwrap();
         Self {
             socket: socket.connect(addr.parse().unwrap()).await.unwrap(),
             read: Vec::new(),
@@ -158,4 +156,3 @@ impl Connection {
 pub fn get(path: &str, extra: &str) -> Vec<u8> {
     format!("GET {path} HTTP/1.1\r\nHost: test\r\n{extra}\r\n").into_bytes()
 }
-

@@ -52,11 +52,16 @@ pub async fn respond(
         }
         Ok(Opened::NoContent) => {
             let head = head("204 No Content", &[], close);
-            writer.write_all(socket, || [head.as_bytes()].into_iter()).await
+            writer
+                .write_all(socket, || [head.as_bytes()].into_iter())
+                .await
         }
         Err(err) => write_response(socket, err.into_response(), close, writer).await,
     };
-    if written.as_ref().is_err_and(|err| err.kind() == io::ErrorKind::TimedOut) {
+    if written
+        .as_ref()
+        .is_err_and(|err| err.kind() == io::ErrorKind::TimedOut)
+    {
         state.event_log.metrics().timed_out("write");
     }
     written.is_ok() && !close
@@ -74,7 +79,11 @@ impl Writer<'_> {
     /// Writes what `parts` gives, in order, in as many `writev`s as the socket takes. Fails
     /// with `TimedOut` when the socket takes nothing for `stall`. (`parts` is a function
     /// so that only it, not the slices of each try, is held while the socket is full.)
-    async fn write_all<'p, I>(&self, socket: &mut TcpStream, parts: impl Fn() -> I) -> io::Result<()>
+    async fn write_all<'p, I>(
+        &self,
+        socket: &mut TcpStream,
+        parts: impl Fn() -> I,
+    ) -> io::Result<()>
     where
         I: Iterator<Item = &'p [u8]>,
     {
