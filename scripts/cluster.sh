@@ -73,6 +73,7 @@ for name in a b; do
     LEPTOS_SITE_ADDR="127.0.0.1:$instance_port" \
     LEPTOS_SITE_ROOT="$root/target/site" \
     LEPTOS_OUTPUT_NAME=order-tracking \
+    TRUSTED_PROXIES=127.0.0.1 \
     RUST_LOG="${RUST_LOG:-info}" \
     "$binary"
   echo "$instance_port" >"$dir/$name.instance.port"

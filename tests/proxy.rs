@@ -266,3 +266,30 @@ async fn over_https_the_stream_of_many_orders_arrives_over_http2_event_by_event(
     let exit = tokio::time::timeout(Duration::from_secs(5), exit).await;
     assert!(exit.expect("curl exits").unwrap().success());
 }
+
+#[tokio::test]
+async fn behind_nginx_each_forwarded_client_has_its_own_share() {
+    // As deploy/nginx.conf says to run it: the app believes nginx's X-Forwarded-For.
+    let app = TestServer::start_with(|config| {
+        config.limits.max_streams_per_client = Some(1);
+        config.limits.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
+    let nginx = Nginx::start(app.base.trim_start_matches("http://"), "2s").await;
+    let front = nginx.base.trim_start_matches("http://").to_owned();
+    let stream = common::raw::get(&format!("/orders/{}/stream", uuid::Uuid::new_v4()), "");
+    let open = |local: &'static str| {
+        let (front, stream) = (front.clone(), stream.clone());
+        async move {
+            let mut connection = common::raw::Connection::from(local, &front).await;
+            connection.send(&stream).await;
+            (connection.response_head().await.status, connection)
+        }
+    };
+    // Two customers, each one stream: both served, though nginx is one peer.
+    let (a, _a) = open("127.0.0.2").await;
+    let (b, _b) = open("127.0.0.3").await;
+    // The first customer's second stream is over its share.
+    let (a_again, _) = open("127.0.0.2").await;
+    assert_eq!((a, b, a_again), (200, 200, 429));
+}

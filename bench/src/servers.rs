@@ -57,6 +57,10 @@ impl Server {
                 format!("sqlite://{}/orders.db", dir.display()),
             )
             .env("MAX_STREAMS", "50000")
+            // Every subscriber of the bench comes from one address: set explicitly, the
+            // shares are taken as they are (the default would be a tenth of MAX_STREAMS).
+            .env("MAX_STREAMS_PER_CLIENT", "50000")
+            .env("MAX_CONNECTIONS_PER_CLIENT", "19700")
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -117,6 +121,8 @@ impl Server {
                 .env("LEPTOS_SITE_ROOT", site_root)
                 .env("DATABASE_URL", &database_url)
                 .env("MAX_STREAMS", "50000")
+                .env("MAX_STREAMS_PER_CLIENT", "50000")
+                .env("MAX_CONNECTIONS_PER_CLIENT", "19700")
                 .env("RUST_LOG", "warn")
                 .stdin(Stdio::null())
                 .stdout(Stdio::null());
