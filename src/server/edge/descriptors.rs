@@ -12,7 +12,7 @@ pub fn limit() -> std::io::Result<u64> {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
-    Ok(limit.rlim_cur as u64)
+    Ok(limit.rlim_cur)
 }
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit, and returns the limit in force.
@@ -36,7 +36,7 @@ pub fn raise_to_hard() -> std::io::Result<u64> {
             }
         }
     }
-    Ok(limit.rlim_cur as u64)
+    Ok(limit.rlim_cur)
 }
 
 #[cfg(test)]
@@ -51,7 +51,7 @@ mod tests {
         // SAFETY: as above.
         unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut now) };
         assert_eq!(now.rlim_cur, now.rlim_max);
-        assert_eq!(limit, now.rlim_cur as u64);
+        assert_eq!(limit, now.rlim_cur);
         assert_eq!(super::limit().unwrap(), limit);
     }
 }

@@ -84,6 +84,9 @@ pub struct StreamRequest<'a> {
 }
 
 /// What a stream request opened.
+// Frames is large and NoContent empty, but an `Opened` lives only from the opening to its
+// writer, which keeps the frames where they are; a box would be an allocation per stream.
+#[allow(clippy::large_enum_variant)]
 pub enum Opened {
     /// Resumed after the last event of orders that are all delivered: `204`, so that
     /// EventSource stops reconnecting (spec §3).
