@@ -30,17 +30,7 @@ fn addr(server: &TestServer) -> &str {
 /// A figure of `/metrics` with labels, e.g. `order_tracking_timeouts_total{bound="head"}`;
 /// 0 while it has not been counted yet.
 async fn labelled(server: &TestServer, name: &str) -> f64 {
-    let text = client()
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix(&format!("{name} ")))
-        .map_or(0.0, |value| value.parse().unwrap())
+    metric_if_counted(&server.base, name).await.unwrap_or(0.0)
 }
 
 /// Waits until `metric` reaches `value`.

@@ -105,6 +105,14 @@ pub async fn deliver(base: &str, id: &str) {
 
 /// A figure of `/metrics`.
 pub async fn metric(base: &str, name: &str) -> f64 {
+    metric_if_counted(base, name)
+        .await
+        .unwrap_or_else(|| panic!("{name} missing from /metrics"))
+}
+
+/// A figure of `/metrics` (a labelled one included, as `name{label="value"}`), if it has
+/// been counted yet.
+pub async fn metric_if_counted(base: &str, name: &str) -> Option<f64> {
     let text = client()
         .get(format!("{base}/metrics"))
         .send()
@@ -115,9 +123,7 @@ pub async fn metric(base: &str, name: &str) -> f64 {
         .unwrap();
     text.lines()
         .find_map(|line| line.strip_prefix(&format!("{name} ")))
-        .unwrap_or_else(|| panic!("{name} missing from /metrics"))
-        .parse()
-        .unwrap()
+        .map(|value| value.parse().unwrap())
 }
 
 /// Publishes `status` for the order through the API; whether the server stored it.
