@@ -345,14 +345,7 @@ fn has_unread_input(socket: &std::net::TcpStream) -> bool {
 /// closed (or it failed), so that it can be closed without a reset.
 fn read_to_end_now(mut socket: &std::net::TcpStream) -> bool {
     use std::io::Read;
-    let mut bytes = [0u8; 4096];
-    loop {
-        match socket.read(&mut bytes) {
-            Ok(0) => return true,
-            Ok(_) => {}
-            Err(err) => return err.kind() != io::ErrorKind::WouldBlock,
-        }
-    }
+    direct::drained(|bytes| socket.read(bytes))
 }
 
 /// Makes the calling thread the last the kernel runs when anything else is runnable.

@@ -159,10 +159,6 @@ impl Clients {
         }
     }
 
-    pub fn shares(&self) -> Shares {
-        self.shares
-    }
-
     fn is_trusted(&self, addr: IpAddr) -> bool {
         let addr = addr.to_canonical();
         self.trusted.iter().any(|net| net.contains(&addr))
@@ -277,11 +273,6 @@ impl ClientConnection {
     /// The peer's address.
     pub fn peer(&self) -> IpAddr {
         self.peer
-    }
-
-    /// Where this connection's shares are kept.
-    pub fn clients(&self) -> &Arc<Clients> {
-        &self.clients
     }
 }
 

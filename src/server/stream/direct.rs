@@ -220,9 +220,16 @@ async fn stream(socket: &mut TcpStream, mut frames: Frames, writer: Writer<'_>) 
 /// Reads what the client sent while its stream is open: nothing, or its end. Anything else
 /// (a next request, sent early) is dropped: the connection closes after the stream.
 fn client_left(socket: &TcpStream) -> bool {
-    let mut bytes = [0u8; 512];
+    drained(|bytes| socket.try_read(bytes))
+}
+
+/// Reads and drops what a non-blocking socket has now, through `read`; whether its client
+/// has closed (or the socket failed). Both the stream writer and the closer's lingering
+/// close read this way.
+pub(crate) fn drained(mut read: impl FnMut(&mut [u8]) -> io::Result<usize>) -> bool {
+    let mut bytes = [0u8; 4096];
     loop {
-        match socket.try_read(&mut bytes) {
+        match read(&mut bytes) {
             Ok(0) => return true,
             Ok(_) => {}
             Err(err) => return err.kind() != io::ErrorKind::WouldBlock,
