@@ -13,6 +13,7 @@
 //! reconnects three seconds later), and a closed connection lets the accept loop leave the
 //! socket's epoll registration at once (see [`crate::server::serve`]). A `204` or an error
 //! keeps the connection for the next request, unless the client asked otherwise.
+use std::future::Future;
 use std::io::{self, IoSlice, Write as _};
 use std::time::Duration;
 
@@ -35,36 +36,40 @@ const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 /// JSON. `close` is the client's `Connection: close`; a write that makes no progress for
 /// the write timeout fails (a client that stopped reading). Whether the connection can
 /// serve another request: never after a stream.
-pub async fn respond(
-    socket: &mut TcpStream,
-    opened: Result<Opened, AppError>,
+///
+/// Not an `async fn`: an async fn keeps each argument twice for as long as it runs (as an
+/// argument, and as the local the body moves it into; rust-lang/rust#62958), and `opened`
+/// holds the stream's frames, so every open stream would carry a second copy of them.
+/// An `async move` block keeps what it captures once.
+pub fn respond<'a>(
+    socket: &'a mut TcpStream,
+    mut opened: Result<Opened, AppError>,
     close: bool,
-    state: &AppState,
-) -> bool {
+    state: &'a AppState,
+) -> impl Future<Output = bool> + 'a {
     let writer = Writer {
         stall: state.config.policy.write_timeout(),
         shutdown: &state.shutdown,
     };
-    let written = match opened {
-        Ok(Opened::Stream(frames)) => {
-            stream(socket, frames, writer).await;
-            return false;
+    async move {
+        let written = match opened {
+            Ok(Opened::Stream(ref mut frames)) => {
+                stream(socket, frames, writer).await;
+                return false;
+            }
+            // Boxed: an error's response and its body are held only while it is written,
+            // not beside every stream.
+            Ok(Opened::NoContent) => Box::pin(no_content(socket, close, writer)).await,
+            Err(err) => Box::pin(write_response(socket, err.into_response(), close, writer)).await,
+        };
+        if written
+            .as_ref()
+            .is_err_and(|err| err.kind() == io::ErrorKind::TimedOut)
+        {
+            state.event_log.metrics().timed_out("write");
         }
-        Ok(Opened::NoContent) => {
-            let head = head("204 No Content", &[], close);
-            writer
-                .write_all(socket, || [head.as_bytes()].into_iter())
-                .await
-        }
-        Err(err) => write_response(socket, err.into_response(), close, writer).await,
-    };
-    if written
-        .as_ref()
-        .is_err_and(|err| err.kind() == io::ErrorKind::TimedOut)
-    {
-        state.event_log.metrics().timed_out("write");
+        written.is_ok() && !close
     }
-    written.is_ok() && !close
 }
 
 /// How this connection's writes are bounded: each may wait at most `stall` for the socket
@@ -146,6 +151,14 @@ fn head(status: &str, headers: &[(&str, &str)], close: bool) -> String {
     head
 }
 
+/// Writes `204 No Content`.
+async fn no_content(socket: &mut TcpStream, close: bool, writer: Writer<'_>) -> io::Result<()> {
+    let head = head("204 No Content", &[], close);
+    writer
+        .write_all(socket, || [head.as_bytes()].into_iter())
+        .await
+}
+
 /// Writes a whole response (an error's JSON) with its length.
 async fn write_response(
     socket: &mut TcpStream,
@@ -177,15 +190,11 @@ async fn write_response(
 }
 
 /// Writes the stream until it ends, the client goes away, or a write stalls.
-async fn stream(socket: &mut TcpStream, mut frames: Frames, writer: Writer<'_>) {
+async fn stream(socket: &mut TcpStream, frames: &mut Frames, writer: Writer<'_>) {
     // Each write is a whole frame or more: sent now, not held back for the next one.
     let _ = socket.set_nodelay(true);
-    let mut headers = HEADERS.to_vec();
-    headers.push(("transfer-encoding", "chunked"));
-    let mut batch = Batch {
-        head: Some(Bytes::from(head("200 OK", &headers, true))),
-        ..Batch::default()
-    };
+    // The head goes out with the first frame (the `retry`, ready at once).
+    let mut head = Some(stream_head());
     loop {
         let first = tokio::select! {
             biased;
@@ -196,6 +205,11 @@ async fn stream(socket: &mut TcpStream, mut frames: Frames, writer: Writer<'_>) 
                 }
                 continue;
             }
+        };
+        // Made after the wait, so that a waiting stream holds no batch.
+        let mut batch = Batch {
+            head: head.take(),
+            ..Batch::default()
         };
         batch.push(first);
         while !batch.is_full() && !batch.ended {
@@ -213,8 +227,14 @@ async fn stream(socket: &mut TcpStream, mut frames: Frames, writer: Writer<'_>) 
             Ok(()) if batch.ended => return,
             Ok(()) => {}
         }
-        batch = Batch::default();
     }
+}
+
+/// A stream's response head.
+fn stream_head() -> Bytes {
+    let mut headers = HEADERS.to_vec();
+    headers.push(("transfer-encoding", "chunked"));
+    Bytes::from(head("200 OK", &headers, true))
 }
 
 /// Reads what the client sent while its stream is open: nothing, or its end. Anything else
