@@ -162,20 +162,44 @@ pub struct Order {
     pub created_at: DateTime<Utc>,
     #[serde(with = "super::event::millis")]
     pub updated_at: DateTime<Utc>,
+    /// Its stored events, oldest first: every one, or, once it is `expired`, those that came
+    /// after it was compacted (none, for a delivered order).
     pub events: Vec<OrderEvent>,
+    /// Compacted (spec §12): its step-by-step history is no longer kept; its status and
+    /// times are its summary's, or its last event's when it has any.
+    #[serde(default)]
+    pub expired: bool,
 }
 
 impl Order {
     /// Builds an order from its events, oldest first; `None` when there are none.
     pub fn from_events(events: Vec<OrderEvent>) -> Option<Self> {
-        let first = events.first()?;
-        let last = events.last()?;
+        Self::from_history(None, events)
+    }
+
+    /// Builds an order from the summary it kept when compacted, if it was, and the events
+    /// stored after (every event, when it never was); `None` when there is neither.
+    pub fn from_history(summary: Option<OrderSummary>, events: Vec<OrderEvent>) -> Option<Self> {
+        let last = events
+            .last()
+            .map(|last| (last.update.status, last.update.timestamp));
+        let (id, created_at) = match (&summary, events.first()) {
+            (Some(summary), _) => (summary.id, summary.created_at),
+            (None, Some(first)) => (first.update.order_id, first.update.timestamp),
+            (None, None) => return None,
+        };
+        let (status, updated_at) = match (last, &summary) {
+            (Some(last), _) => last,
+            (None, Some(summary)) => (summary.status, summary.updated_at),
+            (None, None) => return None,
+        };
         Some(Order {
-            id: first.update.order_id,
-            status: last.update.status,
-            created_at: first.update.timestamp,
-            updated_at: last.update.timestamp,
+            id,
+            status,
+            created_at,
+            updated_at,
             events,
+            expired: summary.is_some(),
         })
     }
 }
@@ -323,5 +347,39 @@ mod tests {
         ] {
             assert_eq!(parse_order_reference(bad), Err(InvalidOrderId), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_compacted_order_is_its_summary_then_what_came_after() {
+        use crate::domain::{EventId, OrderStatusUpdate};
+        let id = Uuid::new_v4();
+        let at = |secs| DateTime::from_timestamp(secs, 0).unwrap();
+        let summary = OrderSummary {
+            id,
+            status: OrderStatus::Shipped,
+            created_at: at(100),
+            updated_at: at(200),
+        };
+        let expired = Order::from_history(Some(summary.clone()), vec![]).unwrap();
+        assert_eq!(
+            (expired.status, expired.created_at, expired.updated_at),
+            (OrderStatus::Shipped, at(100), at(200))
+        );
+        assert!(expired.expired && expired.events.is_empty());
+        // An idle order compacted at Shipped, then out for delivery.
+        let later = OrderEvent {
+            id: EventId(9),
+            update: OrderStatusUpdate::new(id, OrderStatus::OutForDelivery, at(300)),
+        };
+        let resumed = Order::from_history(Some(summary), vec![later.clone()]).unwrap();
+        assert_eq!(
+            (resumed.status, resumed.created_at, resumed.updated_at),
+            (OrderStatus::OutForDelivery, at(100), at(300))
+        );
+        assert!(resumed.expired);
+        assert_eq!(resumed.events, [later]);
+        // Never compacted: its events alone, not expired; nothing at all: no order.
+        assert!(!Order::from_events(resumed.events).unwrap().expired);
+        assert_eq!(Order::from_history(None, vec![]), None);
     }
 }

@@ -7,6 +7,7 @@ use clap::{CommandFactory, Parser};
 use crate::server::auth;
 use crate::server::edge::clients::ClientLimits;
 use crate::server::edge::ConnectionPolicy;
+use crate::server::retention::Retention;
 
 #[derive(Parser, Debug, Clone)]
 #[command(
@@ -58,6 +59,9 @@ pub struct Config {
 
     #[command(flatten)]
     pub limits: ClientLimits,
+
+    #[command(flatten)]
+    pub retention: Retention,
 }
 
 fn token(raw: &str) -> Result<String, String> {

@@ -3,7 +3,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use chrono::Utc;
+use chrono::{DateTime, TimeDelta, Utc};
 use uuid::Uuid;
 
 use tokio::sync::broadcast::error::RecvError;
@@ -11,6 +11,7 @@ use tokio::sync::broadcast::error::RecvError;
 use crate::domain::{EventId, Order, OrderEvent, OrderStatus, OrderStatusUpdate, OrderSummary};
 use crate::server::hub::{BusState, Delivery, History, Hub, Subscription};
 use crate::server::metrics::Metrics;
+use crate::server::retention::Retention;
 use crate::server::store::{EventStore, StoreError};
 
 /// How many delivered orders' histories are kept encoded in memory.
@@ -21,8 +22,12 @@ pub struct EventLog {
     store: Arc<dyn EventStore>,
     hub: Arc<dyn Hub>,
     metrics: Arc<Metrics>,
-    /// Histories of delivered orders: final, so they can be served without the store.
-    delivered: Arc<Mutex<HashMap<Uuid, History>>>,
+    /// Histories of delivered orders, with when they were delivered: final until compacted,
+    /// so they can be served without the store.
+    delivered: Arc<Mutex<HashMap<Uuid, (History, DateTime<Utc>)>>>,
+    /// How long after `Delivered` an order may be compacted (the shorter retention that
+    /// applies); `None`: never.
+    compacted_after: Option<TimeDelta>,
 }
 
 impl EventLog {
@@ -33,7 +38,19 @@ impl EventLog {
             hub,
             metrics,
             delivered: Arc::default(),
+            compacted_after: None,
         }
+    }
+
+    /// The log under `retention`: a delivered order's history is served from memory only
+    /// until it may have been compacted.
+    pub fn with_retention(mut self, retention: &Retention) -> Self {
+        self.compacted_after = [retention.retain_delivered.0, retention.retain_idle.0]
+            .into_iter()
+            .flatten()
+            .min()
+            .and_then(|keep| TimeDelta::from_std(keep).ok());
+        self
     }
 
     /// Stores `status` as the order's next event and, once it is durable, hands it to every
@@ -74,15 +91,24 @@ impl EventLog {
     ) -> Result<Follower, StoreError> {
         let orders = match selection {
             Selection::All => {
+                let subscriptions = vec![self.hub.subscribe_all()];
+                // Anything compacted after the resume point is missed.
+                let horizon = self.store.horizon().await?;
+                let cursor = resume.point();
+                let reset = horizon
+                    .compacted_through
+                    .is_some_and(|through| cursor.is_none_or(|cursor| cursor < through))
+                    .then_some(horizon.earliest);
                 return Ok(Follower {
                     log: self.clone(),
                     orders: None,
-                    subscriptions: vec![self.hub.subscribe_all()],
-                    cursor: resume.point(),
+                    subscriptions,
+                    cursor,
                     pending: VecDeque::new(),
                     // Every order's stored events come from the store, page by page.
                     stale: true,
                     resumed_at_end: false,
+                    reset,
                 });
             }
             Selection::Orders(orders) => orders,
@@ -96,7 +122,14 @@ impl EventLog {
                 _ => {
                     let mark = subscription.mark();
                     let history = self.history(*one).await?;
-                    subscription.remember(mark, &history);
+                    // The hub keeps whole histories only (`history[i]` has status `i`),
+                    // not the tail a compacted order has left.
+                    if history
+                        .first()
+                        .is_none_or(|first| first.status == OrderStatus::Created)
+                    {
+                        subscription.remember(mark, &history);
+                    }
                     history.to_vec()
                 }
             },
@@ -108,26 +141,61 @@ impl EventLog {
                 .map(|event| Arc::new(Delivery::new(event)))
                 .collect(),
         };
+        // An order whose stored events do not begin with `Created` (or that has none) may
+        // have been compacted: its summary says where its stored events start.
+        let maybe_compacted: Vec<Uuid> = orders
+            .iter()
+            .copied()
+            .filter(|&order_id| {
+                stored
+                    .iter()
+                    .find(|d| d.order_id == order_id)
+                    .is_none_or(|first| first.status != OrderStatus::Created)
+            })
+            .collect();
+        let compacted = if maybe_compacted.is_empty() {
+            Vec::new()
+        } else {
+            self.store.summaries(&maybe_compacted).await?
+        };
+        let compaction_of = |order_id: Uuid| compacted.iter().find(|c| c.summary.id == order_id);
         let cursor = match resume {
-            Resume::AfterOwnEvent(id) => stored.iter().any(|d| d.id == id).then_some(id),
+            // The client's point is one of the order's events: stored, or the last of those
+            // compaction deleted.
+            Resume::AfterOwnEvent(id) => (stored.iter().any(|d| d.id == id)
+                || compacted.iter().any(|c| c.last_id == id))
+            .then_some(id),
             other => other.point(),
         };
         let seen = |d: &&Arc<Delivery>| cursor.is_some_and(|cursor| d.id <= cursor);
         // An order's events have increasing ids, so those up to the cursor are its first
-        // statuses, and their number is the index of the status it needs next.
+        // statuses (after its summary's, when compacted), and their number is the index of
+        // the status it needs next.
         let orders: Vec<Progress> = orders
             .iter()
             .map(|&order_id| Progress {
                 order_id,
-                next_status: stored
-                    .iter()
-                    .filter(|d| d.order_id == order_id)
-                    .filter(seen)
-                    .count(),
+                next_status: compaction_of(order_id).map_or(0, |c| c.summary.status.index() + 1)
+                    + stored
+                        .iter()
+                        .filter(|d| d.order_id == order_id)
+                        .filter(seen)
+                        .count(),
             })
             .collect();
-        let resumed_at_end = cursor.is_some() && orders.iter().all(Progress::is_finished);
-        let pending = stored.iter().filter(|d| !seen(d)).cloned().collect();
+        // Missed: the client's point is before the last event compaction took from an order.
+        let missed = compacted
+            .iter()
+            .any(|c| cursor.is_none_or(|cursor| cursor < c.last_id));
+        let reset = if missed {
+            Some(self.store.horizon().await?.earliest)
+        } else {
+            None
+        };
+        let pending: VecDeque<Arc<Delivery>> =
+            stored.iter().filter(|d| !seen(d)).cloned().collect();
+        // Nothing left to send: resumed after the end, or compacted once delivered.
+        let resumed_at_end = pending.is_empty() && orders.iter().all(Progress::is_finished);
         let mut follower = Follower {
             log: self.clone(),
             orders: Some(orders),
@@ -136,6 +204,7 @@ impl EventLog {
             pending,
             stale: false,
             resumed_at_end,
+            reset,
         };
         follower.unsubscribe_finished();
         Ok(follower)
@@ -149,15 +218,29 @@ impl EventLog {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
         };
-        if let Some(history) = cache().get(&order_id) {
-            return Ok(history.clone());
+        let compacted_by = |delivered_at: DateTime<Utc>| {
+            self.compacted_after
+                .is_some_and(|after| delivered_at + after <= Utc::now())
+        };
+        {
+            let mut cache = cache();
+            match cache.get(&order_id) {
+                Some((history, delivered_at)) if !compacted_by(*delivered_at) => {
+                    return Ok(history.clone());
+                }
+                // Perhaps compacted by now: the store says.
+                Some(_) => {
+                    cache.remove(&order_id);
+                }
+                None => {}
+            }
         }
         let events = self.store.events(order_id).await?;
         let history: History = events
             .iter()
             .map(|event| Arc::new(Delivery::new(event)))
             .collect();
-        if history.last().is_some_and(|last| last.status.is_final()) {
+        if let Some(last) = events.last().filter(|last| last.status().is_final()) {
             let mut cache = cache();
             if cache.len() >= DELIVERED_CACHE {
                 // Bounded: make room by dropping an arbitrary entry.
@@ -165,7 +248,7 @@ impl EventLog {
                     cache.remove(&evicted);
                 }
             }
-            cache.insert(order_id, history.clone());
+            cache.insert(order_id, (history.clone(), last.update.timestamp));
         }
         Ok(history)
     }
@@ -174,8 +257,21 @@ impl EventLog {
         self.store.events(order_id).await
     }
 
+    /// The order with its stored events, and its summary when it was compacted.
     pub async fn order(&self, order_id: Uuid) -> Result<Option<Order>, StoreError> {
-        Ok(Order::from_events(self.store.events(order_id).await?))
+        let events = self.store.events(order_id).await?;
+        // Stored events that begin with `Created` belong to an order never compacted
+        // (a compacted order cannot be created again).
+        let summary = match events.first() {
+            Some(first) if first.status() == OrderStatus::Created => None,
+            _ => self
+                .store
+                .summaries(&[order_id])
+                .await?
+                .pop()
+                .map(|compaction| compaction.summary),
+        };
+        Ok(Order::from_history(summary, events))
     }
 
     pub async fn recent(&self, limit: u32) -> Result<Vec<OrderSummary>, StoreError> {
@@ -298,12 +394,21 @@ pub struct Follower {
     /// The store may hold events after the cursor that were not read yet.
     stale: bool,
     resumed_at_end: bool,
+    /// Some: events after the resume point are gone (compacted); the smallest id stored.
+    reset: Option<Option<EventId>>,
 }
 
 impl Follower {
-    /// The resume point was after every listed order's `Delivered`: nothing is left.
+    /// Nothing is left to send: the resume point was after every listed order's
+    /// `Delivered`, or each is delivered and compacted.
     pub fn resumed_at_end(&self) -> bool {
         self.resumed_at_end
+    }
+
+    /// Once, when events the client would have been sent are no longer stored: the smallest
+    /// id stored (if any), for the `reset` frame that comes before the rest (spec §12).
+    pub fn take_reset(&mut self) -> Option<Option<EventId>> {
+        self.reset.take()
     }
 
     /// The next event, in id order and once each. Cancel-safe: dropping the future loses
@@ -484,6 +589,28 @@ mod tests {
         }
         async fn ping(&self) -> Result<(), StoreError> {
             self.inner.ping().await
+        }
+        async fn compact(
+            &self,
+            due: &crate::server::store::Due,
+            limit: u32,
+        ) -> Result<crate::server::store::Compacted, StoreError> {
+            self.inner.compact(due, limit).await
+        }
+        async fn summaries(
+            &self,
+            orders: &[Uuid],
+        ) -> Result<Vec<crate::server::store::Compaction>, StoreError> {
+            self.inner.summaries(orders).await
+        }
+        async fn horizon(&self) -> Result<crate::server::store::Horizon, StoreError> {
+            self.inner.horizon().await
+        }
+        async fn extent(&self) -> Result<crate::server::store::Extent, StoreError> {
+            self.inner.extent().await
+        }
+        async fn reclaim(&self) -> Result<(), StoreError> {
+            self.inner.reclaim().await
         }
     }
 

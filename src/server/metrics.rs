@@ -3,7 +3,9 @@
 //! descriptors, start time) from its process collector.
 use std::sync::Arc;
 
-use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Gauge, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
 
 #[derive(Debug)]
 pub struct Metrics {
@@ -21,6 +23,44 @@ pub struct Metrics {
     timeouts: IntCounterVec,
     /// Only with a bus between instances.
     pub bus: Option<BusMetrics>,
+    /// What the retention sweep does (spec §12).
+    pub retention: RetentionMetrics,
+}
+
+/// What the retention sweep did, and what the store holds after it.
+#[derive(Debug)]
+pub struct RetentionMetrics {
+    pub orders_compacted: IntCounter,
+    pub events_stored: IntGauge,
+    pub oldest_event_age: Gauge,
+    pub last_sweep_seconds: Gauge,
+}
+
+impl RetentionMetrics {
+    fn new() -> Self {
+        Self {
+            orders_compacted: IntCounter::new(
+                "order_tracking_orders_compacted_total",
+                "Orders compacted by this instance's sweeps: events deleted, a summary kept.",
+            )
+            .expect("a valid metric name"),
+            events_stored: IntGauge::new(
+                "order_tracking_events_stored",
+                "Events in the store after the last sweep.",
+            )
+            .expect("a valid metric name"),
+            oldest_event_age: Gauge::new(
+                "order_tracking_oldest_event_age_seconds",
+                "Age of the oldest event stored, at the last sweep (0 when none is).",
+            )
+            .expect("a valid metric name"),
+            last_sweep_seconds: Gauge::new(
+                "order_tracking_last_sweep_seconds",
+                "How long the last retention sweep took.",
+            )
+            .expect("a valid metric name"),
+        }
+    }
 }
 
 /// How the bus between instances is doing.
@@ -83,8 +123,13 @@ impl Metrics {
             &["bound"],
         )
         .expect("a valid metric name");
+        let retention = RetentionMetrics::new();
         for collector in [
             Box::new(open_streams.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(retention.orders_compacted.clone()),
+            Box::new(retention.events_stored.clone()),
+            Box::new(retention.oldest_event_age.clone()),
+            Box::new(retention.last_sweep_seconds.clone()),
             Box::new(connections_open.clone()),
             Box::new(refused.clone()),
             Box::new(timeouts.clone()),
@@ -133,6 +178,7 @@ impl Metrics {
             refused,
             timeouts,
             bus,
+            retention,
         }
     }
 

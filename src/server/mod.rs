@@ -1,6 +1,6 @@
 //! Everything that runs only on the server: where an event is stored ([`store`]), fanned out
 //! ([`hub`]), published and followed ([`event_log`]), framed ([`sse`]) and streamed
-//! ([`stream`]); where connections are accepted ([`serve`]); the demo producer ([`simulate`]); the JSON API ([`orders`]); who may do what
+//! ([`stream`]), and compacted when old ([`retention`]); where connections are accepted ([`serve`]); the demo producer ([`simulate`]); the JSON API ([`orders`]); who may do what
 //! ([`auth`]); operations ([`health`], [`metrics`]); and the wiring of all of it into one axum
 //! [`router`]. Each module that answers requests owns its routes and says there which
 //! guards they have.
@@ -16,6 +16,7 @@ pub mod health;
 pub mod hub;
 pub mod metrics;
 pub mod orders;
+pub mod retention;
 pub mod serve;
 pub mod simulate;
 pub mod sse;
@@ -122,6 +123,12 @@ impl AppState {
         };
         let keepalive =
             keepalive_tick(Duration::from_secs(config.keepalive_secs), shutdown.clone());
+        retention::start(
+            store.clone(),
+            config.retention.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        );
         let clients = Arc::new(Clients::new(
             shares,
             config.limits.trusted_proxies.clone(),
@@ -129,7 +136,7 @@ impl AppState {
         ));
         Ok(Self(Arc::new(Shared {
             leptos_options,
-            event_log: EventLog::new(store, hub, metrics),
+            event_log: EventLog::new(store, hub, metrics).with_retention(&config.retention),
             tokens,
             clients,
             simulations: Simulations::default(),

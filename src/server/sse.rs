@@ -5,7 +5,7 @@ use std::sync::LazyLock;
 
 use bytes::Bytes;
 
-use crate::domain::{OrderEvent, RETRY_MS};
+use crate::domain::{EventId, OrderEvent, RETRY_MS};
 
 /// The name of every event frame (`event: order-update`), as the seed named it.
 pub const EVENT_NAME: &str = "order-update";
@@ -16,6 +16,19 @@ pub static RETRY_FRAME: LazyLock<Bytes> =
 
 /// A comment frame sent on a quiet stream so that proxies and clients keep it open.
 pub const KEEPALIVE_FRAME: Bytes = Bytes::from_static(b": keep-alive\n\n");
+
+/// The name of the frame that tells a client it missed events that are no longer stored
+/// (spec §12): it should reload its orders' state.
+pub const RESET_NAME: &str = "reset";
+
+/// The `reset` frame: `earliest` is the smallest id still stored (`null` when none is). It
+/// has no `id:` line, so the client's resume point stays its last event's.
+pub fn reset_frame(earliest: Option<EventId>) -> Bytes {
+    let earliest = earliest.map_or_else(|| "null".to_owned(), |id| id.to_string());
+    Bytes::from(format!(
+        "event: {RESET_NAME}\ndata: {{\"earliest\":{earliest}}}\n\n"
+    ))
+}
 
 /// One event as its frame: `id`, `event` and `data` lines, then a blank line.
 pub fn event_frame(event: &OrderEvent) -> Bytes {
@@ -31,7 +44,19 @@ pub fn event_frame(event: &OrderEvent) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{EventId, OrderStatus, OrderStatusUpdate};
+    use crate::domain::{OrderStatus, OrderStatusUpdate};
+
+    #[test]
+    fn a_reset_frame_names_the_earliest_id_stored_and_has_no_id_line() {
+        assert_eq!(
+            &reset_frame(Some(EventId(42)))[..],
+            b"event: reset\ndata: {\"earliest\":42}\n\n"
+        );
+        assert_eq!(
+            &reset_frame(None)[..],
+            b"event: reset\ndata: {\"earliest\":null}\n\n"
+        );
+    }
 
     #[test]
     fn an_event_frame_is_id_event_and_data_lines_then_a_blank_line() {

@@ -31,6 +31,7 @@ pub fn config(database_url: String) -> Config {
         keepalive_secs: 15,
         policy: Default::default(),
         limits: Default::default(),
+        retention: Default::default(),
     }
 }
 
@@ -163,6 +164,8 @@ pub async fn order_json(base: &str, id: &str) -> Value {
 pub enum Frame {
     Retry(String),
     KeepAlive,
+    /// `event: reset`, with its data (spec §12).
+    Reset(Value),
     Event {
         id: String,
         event: String,
@@ -275,6 +278,9 @@ fn parse_frame(text: &str) -> Frame {
     }
     if let Some(retry) = text.strip_prefix("retry: ") {
         return Frame::Retry(retry.to_owned());
+    }
+    if let Some(data) = text.strip_prefix("event: reset\ndata: ") {
+        return Frame::Reset(serde_json::from_str(data).unwrap());
     }
     let mut lines = text.split('\n');
     let id = lines

@@ -14,6 +14,7 @@ pub use postgres::{CommitOrder, PostgresStore};
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::domain::{EventId, OrderEvent, OrderStatusUpdate, OrderSummary, TransitionError};
@@ -94,6 +95,109 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Answers when the store can serve requests.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Compacts up to `limit` orders that are `due` (spec §12), in one transaction that
+    /// appends wait for (SQLite's one writer, Postgres' commit-order lock), so that an order
+    /// is never compacted as an event of it is stored: each gets a summary (its last status,
+    /// created and updated times) and loses its events. Idle orders are looked for among
+    /// the oldest events after `due.idle_after`; the answer says where to look next.
+    async fn compact(&self, due: &Due, limit: u32) -> Result<Compacted, StoreError>;
+
+    /// What the listed orders that were compacted keep (the others are not listed). An
+    /// order compacted while idle may have events after its summary.
+    async fn summaries(&self, orders: &[Uuid]) -> Result<Vec<Compaction>, StoreError>;
+
+    /// Where the stored log begins: what a stream needs to know whether its client missed
+    /// events that are gone (spec §12). Two indexed lookups.
+    async fn horizon(&self) -> Result<Horizon, StoreError>;
+
+    /// How much the store holds now, for `/metrics` (counts every event: once a sweep).
+    async fn extent(&self) -> Result<Extent, StoreError>;
+
+    /// Gives the space a sweep freed back to the file system where the backend can (SQLite:
+    /// an incremental vacuum and a truncating checkpoint of its log); Postgres' autovacuum
+    /// does it there.
+    async fn reclaim(&self) -> Result<(), StoreError>;
+}
+
+/// Which orders a sweep compacts: delivered before `delivered_before`, or with no event
+/// since `idle_before`; `None` turns that rule off.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Due {
+    pub delivered_before: Option<DateTime<Utc>>,
+    pub idle_before: Option<DateTime<Utc>>,
+    /// Where the look for idle orders among the oldest events goes on from (`None`: the
+    /// first event), as the previous batch's [`Compacted::idle_after`] said.
+    pub idle_after: Option<EventId>,
+}
+
+/// What one batch of compaction did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Compacted {
+    /// Orders compacted.
+    pub orders: u64,
+    /// Events deleted.
+    pub events: u64,
+    /// Where the next batch looks for idle orders: after this event, or from the first
+    /// (`None`) once the look reached events too recent to be idle.
+    pub idle_after: Option<EventId>,
+}
+
+/// What a compacted order keeps.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Compaction {
+    /// Its status and times when it was compacted.
+    pub summary: OrderSummary,
+    /// The id of its last event deleted.
+    pub last_id: EventId,
+}
+
+/// Where the stored log begins.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Horizon {
+    /// The smallest id stored.
+    pub earliest: Option<EventId>,
+    /// The largest id ever deleted by compaction: a stream of every order resuming before
+    /// it missed events.
+    pub compacted_through: Option<EventId>,
+}
+
+/// How much a store holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Extent {
+    /// Events stored.
+    pub events: u64,
+    /// When the oldest event stored happened.
+    pub oldest_at: Option<DateTime<Utc>>,
+}
+
+/// How many of the oldest events one batch looks at for idle orders.
+const IDLE_SCAN: u32 = 1000;
+
+/// The idle orders among the oldest events (`(id, order, time)`, in id order, as read after
+/// `due.idle_after`, at most [`IDLE_SCAN`]): the orders with an event before `before`, to be
+/// kept only if they have no later event, and where the next look starts. The look stops at
+/// the first event at or after `before`: ids follow time, so what comes after is recent.
+fn idle_candidates(
+    oldest: &[(EventId, Uuid, DateTime<Utc>)],
+    before: DateTime<Utc>,
+) -> (Vec<Uuid>, Option<EventId>) {
+    let mut seen = std::collections::HashSet::new();
+    let mut orders = Vec::new();
+    for (_, order, at) in oldest {
+        if *at >= before {
+            return (orders, None);
+        }
+        if seen.insert(*order) {
+            orders.push(*order);
+        }
+    }
+    let next = if oldest.len() as u32 >= IDLE_SCAN {
+        oldest.last().map(|(id, _, _)| *id)
+    } else {
+        None
+    };
+    (orders, next)
 }
 
 /// Opens the store a `DATABASE_URL` names: `sqlite://…` (file and folder created when

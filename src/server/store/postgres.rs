@@ -20,7 +20,9 @@ use uuid::Uuid;
 
 use super::group_commit::{Batch, GroupCommit};
 use super::sql::{conflict, status_column, status_from_db, time_from_db};
-use super::{EventStore, StoreError};
+use super::{
+    idle_candidates, Compacted, Compaction, Due, EventStore, Extent, Horizon, StoreError, IDLE_SCAN,
+};
 use crate::domain::{EventId, OrderEvent, OrderStatus, OrderStatusUpdate, OrderSummary};
 
 /// The advisory lock key that serialises id assignment (any constant shared by all instances).
@@ -106,8 +108,9 @@ impl Batch for Writer {
                 let inserted: Option<i64> = sqlx::query_scalar(
                     "INSERT INTO events (order_id, status, at_ms)
                      SELECT $1, $2, $3
-                     WHERE $2 = 0 OR EXISTS (
-                         SELECT 1 FROM events WHERE order_id = $1 AND status = $2 - 1)
+                     WHERE ($2 = 0 AND NOT EXISTS (SELECT 1 FROM compacted WHERE order_id = $1))
+                        OR EXISTS (SELECT 1 FROM events WHERE order_id = $1 AND status = $2 - 1)
+                        OR EXISTS (SELECT 1 FROM compacted WHERE order_id = $1 AND status = $2 - 1)
                      ON CONFLICT (order_id, status) DO NOTHING
                      RETURNING id",
                 )
@@ -138,11 +141,108 @@ async fn current_status(
     conn: &mut PgConnection,
     order_id: Uuid,
 ) -> Result<Option<OrderStatus>, sqlx::Error> {
-    let max: Option<i16> = sqlx::query_scalar("SELECT max(status) FROM events WHERE order_id = $1")
-        .bind(order_id)
-        .fetch_one(conn)
-        .await?;
+    let max: Option<i16> = sqlx::query_scalar(
+        "SELECT max(status) FROM (SELECT status FROM events WHERE order_id = $1
+                                  UNION ALL SELECT status FROM compacted WHERE order_id = $1) s",
+    )
+    .bind(order_id)
+    .fetch_one(conn)
+    .await?;
     Ok(max.and_then(|index| status_from_db(index.into())))
+}
+
+/// Summaries for the listed orders, from their events; an order compacted before keeps its
+/// creation time and takes the later status.
+const SUMMARISE: &str = "INSERT INTO compacted (order_id, status, created_ms, updated_ms, last_id)
+     SELECT order_id, max(status), coalesce(min(at_ms) FILTER (WHERE status = 0), min(at_ms)),
+            max(at_ms), max(id)
+     FROM events WHERE order_id = ANY($1) GROUP BY order_id
+     ON CONFLICT (order_id) DO UPDATE SET
+         status = GREATEST(compacted.status, excluded.status),
+         updated_ms = GREATEST(compacted.updated_ms, excluded.updated_ms),
+         last_id = GREATEST(compacted.last_id, excluded.last_id)";
+
+/// The sweep's transaction, under the commit-order lock that appends take: picks the orders
+/// due and compacts them, so that no append of one of them runs in between, on this
+/// instance or another. Instances sweeping at once take turns, and each finds what the
+/// other left.
+async fn compact_due(
+    conn: &mut PgConnection,
+    due: &Due,
+    limit: u32,
+) -> Result<Compacted, StoreError> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(COMMIT_ORDER_LOCK)
+        .execute(&mut *conn)
+        .await?;
+    let mut orders: Vec<Uuid> = Vec::new();
+    if let Some(before) = due.delivered_before {
+        orders = sqlx::query_scalar(
+            "SELECT order_id FROM events WHERE status = 5 AND at_ms < $1 ORDER BY at_ms LIMIT $2",
+        )
+        .bind(before.timestamp_millis())
+        .bind(i64::from(limit))
+        .fetch_all(&mut *conn)
+        .await?;
+    }
+    // Unless the look for idle orders runs, it goes on where it was.
+    let mut idle_after = due.idle_after;
+    if let Some(before) = due.idle_before.filter(|_| (orders.len() as u32) < limit) {
+        let rows = sqlx::query(
+            "SELECT id, order_id, at_ms FROM events WHERE id > $1 ORDER BY id LIMIT $2",
+        )
+        .bind(due.idle_after.map_or(0, |id| id.0))
+        .bind(i64::from(IDLE_SCAN))
+        .fetch_all(&mut *conn)
+        .await?;
+        let oldest = rows
+            .iter()
+            .map(|row| {
+                Ok((
+                    EventId(row.try_get("id")?),
+                    row.try_get("order_id")?,
+                    time_from_db(row.try_get("at_ms")?),
+                ))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let (candidates, next) = idle_candidates(&oldest, before);
+        idle_after = next;
+        let idle: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT order_id FROM events WHERE order_id = ANY($1)
+             GROUP BY order_id HAVING max(at_ms) < $2 LIMIT $3",
+        )
+        .bind(&candidates)
+        .bind(before.timestamp_millis())
+        .bind(i64::from(limit) - orders.len() as i64)
+        .fetch_all(&mut *conn)
+        .await?;
+        for id in idle {
+            if !orders.contains(&id) {
+                orders.push(id);
+            }
+        }
+    }
+    if orders.is_empty() {
+        return Ok(Compacted {
+            idle_after,
+            ..Compacted::default()
+        });
+    }
+    let summarised = sqlx::query(SUMMARISE)
+        .bind(&orders)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    let deleted = sqlx::query("DELETE FROM events WHERE order_id = ANY($1)")
+        .bind(&orders)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    Ok(Compacted {
+        orders: summarised,
+        events: deleted,
+        idle_after,
+    })
 }
 
 fn event_from_row(row: &PgRow) -> Result<OrderEvent, StoreError> {
@@ -255,5 +355,83 @@ impl EventStore for PostgresStore {
             Ok(())
         })
         .await
+    }
+
+    async fn compact(&self, due: &Due, limit: u32) -> Result<Compacted, StoreError> {
+        in_time(async {
+            let mut tx = self.pool.begin().await?;
+            let compacted = compact_due(&mut tx, due, limit).await?;
+            tx.commit().await?;
+            Ok(compacted)
+        })
+        .await
+    }
+
+    async fn summaries(&self, orders: &[Uuid]) -> Result<Vec<Compaction>, StoreError> {
+        in_time(async {
+            let rows = sqlx::query(
+                "SELECT order_id, status, created_ms, updated_ms, last_id FROM compacted
+                 WHERE order_id = ANY($1)",
+            )
+            .bind(orders)
+            .fetch_all(&self.pool)
+            .await?;
+            rows.iter()
+                .map(|row| {
+                    Ok(Compaction {
+                        summary: OrderSummary {
+                            id: row.try_get("order_id")?,
+                            status: status_column(row.try_get::<i16, _>("status")?.into())?,
+                            created_at: time_from_db(row.try_get("created_ms")?),
+                            updated_at: time_from_db(row.try_get("updated_ms")?),
+                        },
+                        last_id: EventId(row.try_get("last_id")?),
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn horizon(&self) -> Result<Horizon, StoreError> {
+        in_time(async {
+            let row = sqlx::query(
+                "SELECT (SELECT min(id) FROM events) AS earliest,
+                        (SELECT max(last_id) FROM compacted) AS compacted_through",
+            )
+            .fetch_one(&self.pool)
+            .await?;
+            Ok(Horizon {
+                earliest: row.try_get::<Option<i64>, _>("earliest")?.map(EventId),
+                compacted_through: row
+                    .try_get::<Option<i64>, _>("compacted_through")?
+                    .map(EventId),
+            })
+        })
+        .await
+    }
+
+    async fn extent(&self) -> Result<Extent, StoreError> {
+        in_time(async {
+            let row = sqlx::query(
+                "SELECT count(*) AS events,
+                        (SELECT at_ms FROM events ORDER BY id LIMIT 1) AS oldest_ms
+                 FROM events",
+            )
+            .fetch_one(&self.pool)
+            .await?;
+            Ok(Extent {
+                events: row.try_get::<i64, _>("events")? as u64,
+                oldest_at: row
+                    .try_get::<Option<i64>, _>("oldest_ms")?
+                    .map(time_from_db),
+            })
+        })
+        .await
+    }
+
+    async fn reclaim(&self) -> Result<(), StoreError> {
+        // Autovacuum reclaims deleted rows' space for new rows; nothing to do here.
+        Ok(())
     }
 }

@@ -8,14 +8,17 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+    SqliteAutoVacuum, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
 };
 use sqlx::{ConnectOptions, Connection, Row, SqliteConnection, SqlitePool};
 use uuid::Uuid;
 
 use super::group_commit::{Batch, GroupCommit};
 use super::sql::{conflict, decode_error, status_column, status_from_db, time_from_db};
-use super::{EventStore, StoreError};
+use super::{
+    idle_candidates, Compacted, Compaction, Due, EventStore, Extent, Horizon, StoreError, IDLE_SCAN,
+};
 use crate::domain::{EventId, OrderEvent, OrderStatus, OrderStatusUpdate, OrderSummary};
 
 /// SQLite's extended result code for a `RAISE(ABORT, …)` in a trigger.
@@ -39,6 +42,9 @@ impl SqliteStore {
     pub async fn open_with(url: &str, synchronous: SqliteSynchronous) -> Result<Self, StoreError> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
+            // Set before anything else on a new file; an older file gets it from the
+            // migration that vacuums it once.
+            .auto_vacuum(SqliteAutoVacuum::Incremental)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(synchronous)
             .busy_timeout(Duration::from_secs(5));
@@ -55,12 +61,35 @@ impl SqliteStore {
             .connect_with(options.clone())
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        incremental_auto_vacuum(&options).await?;
         let writer = GroupCommit::start(Writer {
             connection: Some(options.connect().await?),
             options,
         });
         Ok(Self { pool, writer })
     }
+}
+
+/// Makes the file one that shrinks: with incremental auto-vacuum the pages a sweep frees go
+/// back to the file system (`PRAGMA incremental_vacuum` in [`EventStore::reclaim`]). A new
+/// file has it from its connection options; a file made before retention existed needs one
+/// `VACUUM` for the setting to take, run here once at start-up. (Not a migration: sqlx runs
+/// every SQLite migration inside a transaction, and `VACUUM` cannot run in one.)
+async fn incremental_auto_vacuum(options: &SqliteConnectOptions) -> Result<(), StoreError> {
+    const INCREMENTAL: i64 = 2;
+    let mut conn = options.connect().await?;
+    let mode: i64 = sqlx::query_scalar("PRAGMA auto_vacuum")
+        .fetch_one(&mut conn)
+        .await?;
+    if mode != INCREMENTAL {
+        tracing::info!("converting the SQLite file to incremental auto-vacuum (once)");
+        sqlx::query("PRAGMA auto_vacuum = INCREMENTAL")
+            .execute(&mut conn)
+            .await?;
+        sqlx::query("VACUUM").execute(&mut conn).await?;
+    }
+    conn.close().await?;
+    Ok(())
 }
 
 /// The group commit's side of the database: a connection of its own, outside the pool. A
@@ -196,15 +225,114 @@ fn match_ids(
         .collect()
 }
 
+/// The order's status: its last event's, or its summary's when it was compacted.
 async fn current_status(
     conn: &mut SqliteConnection,
     order_id: Uuid,
 ) -> Result<Option<OrderStatus>, sqlx::Error> {
-    let max: Option<i64> = sqlx::query_scalar("SELECT max(status) FROM events WHERE order_id = ?")
-        .bind(order_id.to_string())
-        .fetch_one(conn)
-        .await?;
+    let max: Option<i64> = sqlx::query_scalar(
+        "SELECT max(status) FROM (SELECT status FROM events WHERE order_id = ?1
+                                  UNION ALL SELECT status FROM compacted WHERE order_id = ?1)",
+    )
+    .bind(order_id.to_string())
+    .fetch_one(conn)
+    .await?;
     Ok(max.and_then(status_from_db))
+}
+
+/// Summaries for the listed orders (a JSON array of ids), from their events; an order
+/// compacted before keeps its creation time and takes the later status.
+const SUMMARISE: &str = "INSERT INTO compacted (order_id, status, created_ms, updated_ms, last_id)
+     SELECT order_id, max(status), coalesce(min(CASE WHEN status = 0 THEN at_ms END), min(at_ms)),
+            max(at_ms), max(id)
+     FROM events WHERE order_id IN (SELECT value FROM json_each(?1)) GROUP BY order_id
+     ON CONFLICT (order_id) DO UPDATE SET
+         status = max(compacted.status, excluded.status),
+         updated_ms = max(compacted.updated_ms, excluded.updated_ms),
+         last_id = max(compacted.last_id, excluded.last_id)";
+
+/// The sweep's transaction: picks the orders due and compacts them, holding the write lock
+/// from its first statement (`BEGIN IMMEDIATE`), so no append runs in between.
+async fn compact_due(
+    conn: &mut SqliteConnection,
+    due: &Due,
+    limit: u32,
+) -> Result<Compacted, StoreError> {
+    let mut orders: Vec<Uuid> = Vec::new();
+    if let Some(before) = due.delivered_before {
+        let delivered: Vec<String> = sqlx::query_scalar(
+            "SELECT order_id FROM events WHERE status = 5 AND at_ms < ? ORDER BY at_ms LIMIT ?",
+        )
+        .bind(before.timestamp_millis())
+        .bind(i64::from(limit))
+        .fetch_all(&mut *conn)
+        .await?;
+        for id in delivered {
+            orders.push(Uuid::parse_str(&id).map_err(|_| decode_error("order_id"))?);
+        }
+    }
+    // Unless the look for idle orders runs, it goes on where it was.
+    let mut idle_after = due.idle_after;
+    if let Some(before) = due.idle_before.filter(|_| (orders.len() as u32) < limit) {
+        let rows =
+            sqlx::query("SELECT id, order_id, at_ms FROM events WHERE id > ? ORDER BY id LIMIT ?")
+                .bind(due.idle_after.map_or(0, |id| id.0))
+                .bind(i64::from(IDLE_SCAN))
+                .fetch_all(&mut *conn)
+                .await?;
+        let oldest = rows
+            .iter()
+            .map(|row| {
+                let order: String = row.try_get("order_id")?;
+                Ok((
+                    EventId(row.try_get("id")?),
+                    Uuid::parse_str(&order).map_err(|_| decode_error("order_id"))?,
+                    time_from_db(row.try_get("at_ms")?),
+                ))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let (candidates, next) = idle_candidates(&oldest, before);
+        idle_after = next;
+        let ids = serde_json::to_string(&candidates).map_err(StoreError::backend)?;
+        let idle: Vec<String> = sqlx::query_scalar(
+            "SELECT order_id FROM events WHERE order_id IN (SELECT value FROM json_each(?))
+             GROUP BY order_id HAVING max(at_ms) < ? LIMIT ?",
+        )
+        .bind(ids)
+        .bind(before.timestamp_millis())
+        .bind(i64::from(limit) - orders.len() as i64)
+        .fetch_all(&mut *conn)
+        .await?;
+        for id in idle {
+            let id = Uuid::parse_str(&id).map_err(|_| decode_error("order_id"))?;
+            if !orders.contains(&id) {
+                orders.push(id);
+            }
+        }
+    }
+    if orders.is_empty() {
+        return Ok(Compacted {
+            idle_after,
+            ..Compacted::default()
+        });
+    }
+    let ids = serde_json::to_string(&orders).map_err(StoreError::backend)?;
+    let summarised = sqlx::query(SUMMARISE)
+        .bind(&ids)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    let deleted =
+        sqlx::query("DELETE FROM events WHERE order_id IN (SELECT value FROM json_each(?))")
+            .bind(&ids)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+    Ok(Compacted {
+        orders: summarised,
+        events: deleted,
+        idle_after,
+    })
 }
 
 fn event_from_row(row: &SqliteRow) -> Result<OrderEvent, StoreError> {
@@ -310,6 +438,84 @@ impl EventStore for SqliteStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn compact(&self, due: &Due, limit: u32) -> Result<Compacted, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let compacted = compact_due(&mut tx, due, limit).await?;
+        tx.commit().await?;
+        Ok(compacted)
+    }
+
+    async fn summaries(&self, orders: &[Uuid]) -> Result<Vec<Compaction>, StoreError> {
+        if orders.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids = serde_json::to_string(orders).map_err(StoreError::backend)?;
+        let rows = sqlx::query(
+            "SELECT order_id, status, created_ms, updated_ms, last_id FROM compacted
+             WHERE order_id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let id: String = row.try_get("order_id")?;
+                Ok(Compaction {
+                    summary: OrderSummary {
+                        id: Uuid::parse_str(&id).map_err(|_| decode_error("order_id"))?,
+                        status: status_column(row.try_get("status")?)?,
+                        created_at: time_from_db(row.try_get("created_ms")?),
+                        updated_at: time_from_db(row.try_get("updated_ms")?),
+                    },
+                    last_id: EventId(row.try_get("last_id")?),
+                })
+            })
+            .collect()
+    }
+
+    async fn horizon(&self) -> Result<Horizon, StoreError> {
+        let row = sqlx::query(
+            "SELECT (SELECT min(id) FROM events) AS earliest,
+                    (SELECT max(last_id) FROM compacted) AS compacted_through",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Horizon {
+            earliest: row.try_get::<Option<i64>, _>("earliest")?.map(EventId),
+            compacted_through: row
+                .try_get::<Option<i64>, _>("compacted_through")?
+                .map(EventId),
+        })
+    }
+
+    async fn extent(&self) -> Result<Extent, StoreError> {
+        let row = sqlx::query(
+            "SELECT count(*) AS events, (SELECT at_ms FROM events ORDER BY id LIMIT 1) AS oldest_ms
+             FROM events",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Extent {
+            events: row.try_get::<i64, _>("events")? as u64,
+            oldest_at: row
+                .try_get::<Option<i64>, _>("oldest_ms")?
+                .map(time_from_db),
+        })
+    }
+
+    async fn reclaim(&self) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        // Free pages go back to the file system, then the log is folded into the file and
+        // truncated: the files on disk shrink.
+        sqlx::query("PRAGMA incremental_vacuum")
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&mut *conn)
+            .await?;
         Ok(())
     }
 }

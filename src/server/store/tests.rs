@@ -6,8 +6,8 @@ use std::sync::Arc;
 use chrono::Utc;
 use uuid::Uuid;
 
-use super::{open, EventStore, StoreError};
-use crate::domain::{EventId, OrderStatus, OrderStatusUpdate};
+use super::{open, Due, EventStore, StoreError};
+use crate::domain::{EventId, OrderEvent, OrderStatus, OrderStatusUpdate};
 
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Backend {
@@ -74,6 +74,178 @@ impl Scratch {
 
 fn update(order: Uuid, status: OrderStatus) -> OrderStatusUpdate {
     OrderStatusUpdate::new(order, status, Utc::now())
+}
+
+/// Stores `order`'s statuses up to `last`, the first `days_ago` days ago and each a second
+/// after the one before; returns the events.
+async fn order_from(
+    store: &dyn EventStore,
+    order: Uuid,
+    last: OrderStatus,
+    days_ago: i64,
+) -> Vec<OrderEvent> {
+    let start = Utc::now() - chrono::TimeDelta::days(days_ago);
+    let mut events = Vec::new();
+    for (n, status) in OrderStatus::ALL[..=last.index()].iter().enumerate() {
+        let at = start + chrono::TimeDelta::seconds(n as i64);
+        let update = OrderStatusUpdate::new(order, *status, at);
+        events.push(store.append(&update).await.unwrap());
+    }
+    events
+}
+
+/// What the defaults compact now: delivered 30 days ago, idle for a year.
+fn due_by_default() -> Due {
+    Due {
+        delivered_before: Some(Utc::now() - chrono::TimeDelta::days(30)),
+        idle_before: Some(Utc::now() - chrono::TimeDelta::days(365)),
+        idle_after: None,
+    }
+}
+
+/// Runs batches of `limit` until one compacts nothing; the orders compacted.
+async fn compact_all(store: &dyn EventStore, mut due: Due, limit: u32) -> u64 {
+    let mut orders = 0;
+    loop {
+        let batch = store.compact(&due, limit).await.unwrap();
+        orders += batch.orders;
+        if batch.orders == 0 && batch.idle_after.is_none() {
+            return orders;
+        }
+        due.idle_after = batch.idle_after;
+    }
+}
+
+fn is_conflict(outcome: Result<OrderEvent, StoreError>) -> bool {
+    matches!(outcome, Err(StoreError::Conflict(_)))
+}
+
+async fn compaction_keeps_a_summary_and_the_rules_hold_against_it(backend: Backend) {
+    let scratch = Scratch::new(backend).await;
+    let store = scratch.open().await;
+    let (delivered_long_ago, delivered_lately, idle, busy) = (
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+    );
+    // Stored in the order of their times, as a server stores them.
+    let idle_events = order_from(store.as_ref(), idle, OrderStatus::Shipped, 400).await;
+    // Created over a year ago, but with an event since: not idle.
+    order_from(store.as_ref(), busy, OrderStatus::Created, 399).await;
+    let old = order_from(
+        store.as_ref(),
+        delivered_long_ago,
+        OrderStatus::Delivered,
+        40,
+    )
+    .await;
+    order_from(store.as_ref(), delivered_lately, OrderStatus::Delivered, 10).await;
+    store
+        .append(&update(busy, OrderStatus::PaymentConfirmed))
+        .await
+        .unwrap();
+
+    let before = store.extent().await.unwrap().events;
+    assert_eq!(before, 4 + 1 + 6 + 6 + 1);
+    let batch = store.compact(&due_by_default(), 100).await.unwrap();
+    assert_eq!((batch.orders, batch.events), (2, 6 + 4));
+    assert_eq!(store.extent().await.unwrap().events, before - 10);
+    // Nothing more is due.
+    assert_eq!(compact_all(store.as_ref(), due_by_default(), 100).await, 0);
+
+    assert!(store.events(delivered_long_ago).await.unwrap().is_empty());
+    assert!(store.events(idle).await.unwrap().is_empty());
+    assert_eq!(store.events(delivered_lately).await.unwrap().len(), 6);
+    assert_eq!(store.events(busy).await.unwrap().len(), 2);
+    let mut summaries = store
+        .summaries(&[delivered_long_ago, delivered_lately, idle, busy])
+        .await
+        .unwrap();
+    summaries.sort_by_key(|c| c.last_id);
+    assert_eq!(summaries.len(), 2);
+    assert_eq!(summaries[0].summary.id, idle);
+    assert_eq!(summaries[0].summary.status, OrderStatus::Shipped);
+    assert_eq!(summaries[0].last_id, idle_events[3].id);
+    let (first, last) = (&old[0].update, &old[5]);
+    assert_eq!(summaries[1].summary.id, delivered_long_ago);
+    assert_eq!(summaries[1].summary.status, OrderStatus::Delivered);
+    assert_eq!(summaries[1].summary.created_at, first.timestamp);
+    assert_eq!(summaries[1].summary.updated_at, last.update.timestamp);
+    assert_eq!(summaries[1].last_id, last.id);
+
+    // The rules hold against the summary: nothing after Delivered, no second Created, no
+    // repeat, no skip; the idle order goes on where it stopped.
+    for status in OrderStatus::ALL {
+        assert!(is_conflict(
+            store.append(&update(delivered_long_ago, status)).await
+        ));
+    }
+    for status in [
+        OrderStatus::Created,
+        OrderStatus::Packed,
+        OrderStatus::Shipped,
+        OrderStatus::Delivered,
+    ] {
+        assert!(
+            is_conflict(store.append(&update(idle, status)).await),
+            "{status}"
+        );
+    }
+    assert!(
+        !scratch.raw_insert(idle, 0).await,
+        "the schema let a compacted order be created again"
+    );
+    assert!(
+        !scratch.raw_insert(idle, 3).await,
+        "the schema let a compacted status repeat"
+    );
+    let next = store
+        .append(&update(idle, OrderStatus::OutForDelivery))
+        .await
+        .unwrap();
+    assert!(is_conflict(
+        store
+            .append(&update(idle, OrderStatus::OutForDelivery))
+            .await
+    ));
+    // With an event now, the idle order is not idle any more.
+    assert_eq!(compact_all(store.as_ref(), due_by_default(), 100).await, 0);
+    assert!(
+        scratch.raw_insert(idle, 5).await,
+        "the schema refused the step after its summary"
+    );
+
+    let horizon = store.horizon().await.unwrap();
+    let stored = store.events_after(None, 100).await.unwrap();
+    assert_eq!(horizon.earliest, stored.first().map(|e| e.id));
+    assert_eq!(horizon.compacted_through, Some(old[5].id));
+    assert!(next.id > old[5].id);
+
+    // Compacted again (everything is due now): the creation time stays, the status moves on.
+    let everything = Due {
+        delivered_before: Some(Utc::now() + chrono::TimeDelta::days(1)),
+        idle_before: Some(Utc::now() + chrono::TimeDelta::days(1)),
+        idle_after: None,
+    };
+    // The idle order (after its summary), the one delivered lately and the busy one.
+    assert_eq!(compact_all(store.as_ref(), everything, 1).await, 3);
+    let again = store.summaries(&[idle]).await.unwrap().pop().unwrap();
+    assert_eq!(again.summary.status, OrderStatus::Delivered);
+    assert_eq!(again.summary.created_at, idle_events[0].update.timestamp);
+    assert_eq!(store.extent().await.unwrap(), super::Extent::default());
+    let horizon = store.horizon().await.unwrap();
+    assert_eq!(horizon.earliest, None);
+    assert!(horizon.compacted_through > Some(next.id));
+}
+
+async fn retention_off_compacts_nothing(backend: Backend) {
+    let scratch = Scratch::new(backend).await;
+    let store = scratch.open().await;
+    order_from(store.as_ref(), Uuid::new_v4(), OrderStatus::Delivered, 4000).await;
+    order_from(store.as_ref(), Uuid::new_v4(), OrderStatus::Packed, 4000).await;
+    assert_eq!(compact_all(store.as_ref(), Due::default(), 100).await, 0);
+    assert_eq!(store.extent().await.unwrap().events, 9);
 }
 
 async fn stores_a_whole_order_in_order(backend: Backend) {
@@ -293,12 +465,37 @@ async fn events_of_reads_the_listed_orders_after_a_point_in_id_order(backend: Ba
 async fn ids_become_visible_in_commit_order_under_concurrency(backend: Backend) {
     let scratch = Scratch::new(backend).await;
     let instances = [scratch.open().await, scratch.open().await];
+    // Old orders for a sweep to compact while the publishers race: it takes the same lock.
+    for n in 0..40 {
+        let last = if n % 2 == 0 {
+            OrderStatus::Delivered
+        } else {
+            OrderStatus::Packed
+        };
+        order_from(instances[0].as_ref(), Uuid::new_v4(), last, 400).await;
+    }
+    let seeded = instances[0].last_id().await.unwrap();
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sweeper = {
+        let store = scratch.open().await;
+        let done = done.clone();
+        tokio::spawn(async move {
+            let mut compacted = 0;
+            let mut due = due_by_default();
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                let batch = store.compact(&due, 3).await.unwrap();
+                compacted += batch.orders;
+                due.idle_after = batch.idle_after;
+                tokio::task::yield_now().await;
+            }
+            compacted + compact_all(store.as_ref(), due_by_default(), 100).await
+        })
+    };
     let reader = {
         let store = scratch.open().await;
         let done = done.clone();
         tokio::spawn(async move {
-            let mut cursor: Option<EventId> = None;
+            let mut cursor: Option<EventId> = seeded;
             let mut seen = Vec::new();
             loop {
                 let finished = done.load(std::sync::atomic::Ordering::SeqCst);
@@ -329,8 +526,13 @@ async fn ids_become_visible_in_commit_order_under_concurrency(backend: Backend) 
     }
     done.store(true, std::sync::atomic::Ordering::SeqCst);
     let seen = reader.await.unwrap();
+    assert_eq!(
+        sweeper.await.unwrap(),
+        40,
+        "the sweep compacted every old order once"
+    );
     let stored: Vec<_> = instances[0]
-        .events_after(None, 10_000)
+        .events_after(seeded, 10_000)
         .await
         .unwrap()
         .iter()
@@ -375,7 +577,77 @@ on_both_stores!(
     events_after_reads_every_order_in_id_order,
     events_of_reads_the_listed_orders_after_a_point_in_id_order,
     ids_become_visible_in_commit_order_under_concurrency,
+    compaction_keeps_a_summary_and_the_rules_hold_against_it,
+    retention_off_compacts_nothing,
 );
+
+/// The size of a SQLite database on disk: its file and its write-ahead log.
+fn sqlite_bytes(url: &str) -> u64 {
+    let path = url.trim_start_matches("sqlite://");
+    [path.to_owned(), format!("{path}-wal")]
+        .iter()
+        .map(|file| std::fs::metadata(file).map_or(0, |m| m.len()))
+        .sum()
+}
+
+#[tokio::test]
+async fn sqlite_files_shrink_after_a_sweep() {
+    let scratch = Scratch::new(Backend::Sqlite).await;
+    let store = scratch.open().await;
+    for _ in 0..400 {
+        order_from(store.as_ref(), Uuid::new_v4(), OrderStatus::Delivered, 40).await;
+    }
+    store.reclaim().await.unwrap();
+    let full = sqlite_bytes(&scratch.url);
+    assert_eq!(
+        compact_all(store.as_ref(), due_by_default(), 500).await,
+        400
+    );
+    store.reclaim().await.unwrap();
+    let swept = sqlite_bytes(&scratch.url);
+    assert!(
+        swept * 2 < full,
+        "{full} bytes before the sweep, {swept} after: the files did not shrink"
+    );
+}
+
+#[tokio::test]
+async fn an_older_sqlite_file_is_vacuumed_once_into_incremental_auto_vacuum() {
+    let scratch = Scratch::new(Backend::Sqlite).await;
+    let path = scratch.url.trim_start_matches("sqlite://");
+    std::fs::create_dir_all(std::path::Path::new(path).parent().unwrap()).unwrap();
+    // A file as the first release made it: only the first migration, no auto-vacuum.
+    let first = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/migrations/sqlite/0001_events.sql"
+        ),
+        first.path().join("0001_events.sql"),
+    )
+    .unwrap();
+    let pool = sqlx::SqlitePool::connect(&format!("{}?mode=rwc", scratch.url))
+        .await
+        .unwrap();
+    sqlx::migrate::Migrator::new(first.path())
+        .await
+        .unwrap()
+        .run(&pool)
+        .await
+        .unwrap();
+    let mode = |pool: sqlx::SqlitePool| async move {
+        sqlx::query_scalar::<_, i64>("PRAGMA auto_vacuum")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    assert_eq!(mode(pool.clone()).await, 0);
+    pool.close().await;
+    let _store = scratch.open().await;
+    let pool = sqlx::SqlitePool::connect(&scratch.url).await.unwrap();
+    // 2: INCREMENTAL.
+    assert_eq!(mode(pool).await, 2);
+}
 
 #[tokio::test]
 async fn sqlite_creates_its_file_and_folder() {

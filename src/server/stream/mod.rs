@@ -205,9 +205,10 @@ fn parse_selection(query: &str) -> Result<(Vec<Uuid>, Option<String>), AppError>
     Ok((orders, last_event_id))
 }
 
-/// The frames of one open stream, in the order they are to be written: `retry`, then each
-/// event as the follower hands it out, with a keep-alive comment on every shared tick. It
-/// counts as an open stream until it is dropped.
+/// The frames of one open stream, in the order they are to be written: `retry`, `reset` when
+/// the client missed events that are no longer stored, then each event as the follower
+/// hands it out, with a keep-alive comment on every shared tick. It counts as an open
+/// stream until it is dropped.
 pub struct Frames {
     follower: Follower,
     metrics: Arc<Metrics>,
@@ -238,6 +239,10 @@ impl Frames {
         if !self.retry_sent {
             self.retry_sent = true;
             return Some(sse::RETRY_FRAME.clone());
+        }
+        // Then, when the client missed events that are gone, `reset` (spec §12).
+        if let Some(earliest) = self.follower.take_reset() {
+            return Some(sse::reset_frame(earliest));
         }
         let frame = tokio::select! {
             biased;

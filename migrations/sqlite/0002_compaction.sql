@@ -1,0 +1,35 @@
+-- Retention (spec §12): an order past its retention is compacted: its events are deleted
+-- and this summary stays. Transitions hold against it: the next event of a compacted order
+-- follows its summary's status.
+CREATE TABLE compacted (
+    order_id   TEXT    PRIMARY KEY CHECK (length(order_id) = 36),
+    -- The status the order had when it was compacted (its last event's).
+    status     INTEGER NOT NULL CHECK (status BETWEEN 0 AND 5),
+    -- Milliseconds since the Unix epoch, UTC: its Created event's and its last event's.
+    created_ms INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL,
+    -- The id of its last event deleted: a stream resuming before it missed something.
+    last_id    INTEGER NOT NULL
+) WITHOUT ROWID;
+
+-- No skipping, now against events and summaries: a status other than Created needs its
+-- predecessor stored as an event or as a summary's status, and a compacted order cannot be
+-- created again. (A status at or before a summary's has no predecessor left: refused too.)
+DROP TRIGGER events_no_skipping;
+CREATE TRIGGER events_no_skipping
+BEFORE INSERT ON events
+WHEN (NEW.status = 0 AND EXISTS (SELECT 1 FROM compacted WHERE order_id = NEW.order_id))
+  OR (NEW.status > 0
+      AND NOT EXISTS (SELECT 1 FROM events WHERE order_id = NEW.order_id AND status = NEW.status - 1)
+      AND NOT EXISTS (SELECT 1 FROM compacted WHERE order_id = NEW.order_id AND status = NEW.status - 1))
+BEGIN
+    SELECT RAISE(ABORT, 'status out of order');
+END;
+
+-- Whether a stream of every order resuming after an id missed something: the newest
+-- event ever compacted.
+CREATE INDEX compacted_last_id ON compacted (last_id);
+
+-- The sweep's question for delivered orders: by the time of their Delivered event. (Idle
+-- orders are found among the oldest events, by id.)
+CREATE INDEX events_delivered ON events (at_ms) WHERE status = 5;
