@@ -59,6 +59,8 @@ enum Message {
     Who,
     /// An event from the stream, as the server sent it.
     Event { id: EventId, data: String },
+    /// The stream said `reset`: events of some order shown are no longer stored.
+    Reset,
     /// The state of the browser's stream.
     State { connection: Connection },
 }
@@ -70,6 +72,8 @@ struct Watcher {
     events: RwSignal<Vec<OrderEvent>>,
     connection: RwSignal<Connection>,
     announcement: Option<RwSignal<String>>,
+    /// Reloads the order's state from the server, on `reset`.
+    reload: Rc<dyn Fn()>,
 }
 
 impl Watcher {
@@ -137,11 +141,14 @@ thread_local! {
 pub struct LiveFeed(u32);
 
 impl LiveFeed {
+    /// Keeps `events` live; `reload` is called when the stream says events are gone
+    /// (`reset`), to read the order's state from the server again.
     pub fn start(
         order_id: Uuid,
         events: RwSignal<Vec<OrderEvent>>,
         connection: RwSignal<Connection>,
         announcement: Option<RwSignal<String>>,
+        reload: impl Fn() + 'static,
     ) -> Self {
         let tab = tab();
         let key = {
@@ -157,6 +164,7 @@ impl LiveFeed {
                 events,
                 connection,
                 announcement,
+                reload: Rc::new(reload),
             });
             key
         };
@@ -338,6 +346,7 @@ fn hear(tab: &Shared, message: Message) {
         }
         Message::Who => wants_changed(tab),
         Message::Event { id, data } => apply(tab, id, &data),
+        Message::Reset => reload_all(tab),
         Message::State { connection } if !holding => set_connection(tab, connection),
         _ => {}
     }
@@ -459,12 +468,19 @@ fn reopen(tab: &Shared) {
         }
     };
     let weak = Rc::downgrade(tab);
+    let on_reset = move || {
+        if let Some(tab) = weak.upgrade() {
+            post(&tab, &Message::Reset);
+            reload_all(&tab);
+        }
+    };
+    let weak = Rc::downgrade(tab);
     let on_error = move |gave_up| {
         if let Some(tab) = weak.upgrade() {
             lost(&tab, gave_up);
         }
     };
-    let source = Source::open(&url, on_open, on_event, on_error);
+    let source = Source::open(&url, on_open, on_event, on_reset, on_error);
     let opened = source.is_some();
     holder.source = source;
     drop(state);
@@ -529,6 +545,21 @@ fn lost(tab: &Shared, gave_up: bool) {
             },
             REOPEN_AFTER,
         );
+    }
+}
+
+/// Every timeline of this tab reads its order's state from the server again (after a
+/// `reset`: what it shows may miss events that are no longer stored).
+fn reload_all(tab: &Shared) {
+    let reloads: Vec<Rc<dyn Fn()>> = tab
+        .borrow()
+        .watchers
+        .iter()
+        .map(|w| w.reload.clone())
+        .collect();
+    // Called outside the borrow: a reload may start or stop feeds.
+    for reload in reloads {
+        reload();
     }
 }
 

@@ -5,9 +5,7 @@ use leptos::prelude::*;
 use leptos_meta::Title;
 use uuid::Uuid;
 
-use crate::domain::OrderEvent;
-#[cfg(feature = "hydrate")]
-use crate::pages::connection::Connection;
+use crate::domain::{OrderEvent, OrderStatus};
 
 /// The `localStorage` key of the list: a JSON array of order ids, most recent first.
 #[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
@@ -83,14 +81,15 @@ pub fn MyOrdersPage() -> impl IntoView {
 #[component]
 fn MyOrder(id: Uuid) -> impl IntoView {
     let events = RwSignal::new(Vec::<OrderEvent>::new());
+    // Set when the order is compacted (spec §12): its last status, without its events.
+    let expired = RwSignal::new(None::<OrderStatus>);
     #[cfg(feature = "hydrate")]
-    {
-        let connection = RwSignal::new(Connection::Connecting);
-        let feed = crate::pages::live::LiveFeed::start(id, events, connection, None);
-        let feed = send_wrapper::SendWrapper::new(feed);
-        on_cleanup(move || feed.take().stop());
-    }
-    let status = move || events.with(|events| events.last().map(|e| e.update.status));
+    live(id, events, expired);
+    let status = move || {
+        expired
+            .get()
+            .or_else(|| events.with(|events| events.last().map(|e| e.update.status)))
+    };
     let text = id.to_string();
     let short = text[..8].to_owned();
     view! {
@@ -127,4 +126,56 @@ mod tests {
         assert_eq!(list.iter().filter(|id| **id == ids[10]).count(), 1);
         assert_eq!(list.len(), REMEMBERED);
     }
+}
+
+/// Keeps one listed order current: reads its state from the server, then follows it live
+/// from there until it is delivered; reads it again on `reset`. A compacted order shows its
+/// last status and is not followed.
+#[cfg(feature = "hydrate")]
+fn live(id: Uuid, events: RwSignal<Vec<OrderEvent>>, expired: RwSignal<Option<OrderStatus>>) {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    use crate::pages::connection::Connection;
+    use crate::pages::live::LiveFeed;
+    use crate::pages::order::{lookup_order, OrderLookup};
+
+    type Feed = Rc<RefCell<Option<LiveFeed>>>;
+    fn load(
+        id: Uuid,
+        events: RwSignal<Vec<OrderEvent>>,
+        expired: RwSignal<Option<OrderStatus>>,
+        feed: Feed,
+    ) {
+        leptos::task::spawn_local(async move {
+            match lookup_order(id.to_string()).await {
+                Ok(OrderLookup::Known { events: fresh, .. }) => {
+                    let delivered = fresh.last().is_some_and(|e| e.update.status.is_final());
+                    events.set(fresh);
+                    if !delivered && feed.borrow().is_none() {
+                        let connection = RwSignal::new(Connection::Connecting);
+                        let again = feed.clone();
+                        let reload = move || load(id, events, expired, again.clone());
+                        let started = LiveFeed::start(id, events, connection, None, reload);
+                        *feed.borrow_mut() = Some(started);
+                    }
+                }
+                Ok(OrderLookup::Expired { status, .. }) => {
+                    expired.set(Some(status));
+                    if let Some(feed) = feed.borrow_mut().take() {
+                        feed.stop();
+                    }
+                }
+                _ => {}
+            }
+        });
+    }
+    let feed: Feed = Rc::default();
+    load(id, events, expired, feed.clone());
+    let feed = send_wrapper::SendWrapper::new(feed);
+    on_cleanup(move || {
+        if let Some(feed) = feed.take().borrow_mut().take() {
+            feed.stop();
+        }
+    });
 }

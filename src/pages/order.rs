@@ -1,5 +1,6 @@
 //! `/orders/{id}`: the order's timeline, rendered with the events known at load and kept
 //! live in the browser by an EventSource that resumes after the last rendered event.
+use chrono::{DateTime, Utc};
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::use_params_map;
@@ -15,6 +16,13 @@ use crate::pages::time::{local_label, utc_label};
 pub enum OrderLookup {
     /// A valid id: its events so far (none for an order not placed yet).
     Known { id: Uuid, events: Vec<OrderEvent> },
+    /// A compacted order (spec §12): its step-by-step history is no longer kept; its
+    /// status and when it got there remain.
+    Expired {
+        id: Uuid,
+        status: OrderStatus,
+        updated_at: DateTime<Utc>,
+    },
     /// Not an order id at all.
     Invalid,
 }
@@ -27,17 +35,28 @@ pub async fn lookup_order(raw_id: String) -> Result<OrderLookup, ServerFnError> 
         set_status(StatusCode::NOT_FOUND);
         return Ok(OrderLookup::Invalid);
     };
-    let events = app_state()?.event_log.events(id).await.map_err(|err| {
+    let order = app_state()?.event_log.order(id).await.map_err(|err| {
         failed(
             "reading an order",
             err,
             "This order cannot be read right now.",
         )
     })?;
-    if events.is_empty() {
-        set_status(StatusCode::NOT_FOUND);
-    }
-    Ok(OrderLookup::Known { id, events })
+    Ok(match order {
+        Some(order) if order.expired => OrderLookup::Expired {
+            id,
+            status: order.status,
+            updated_at: order.updated_at,
+        },
+        Some(order) => OrderLookup::Known {
+            id,
+            events: order.events,
+        },
+        None => {
+            set_status(StatusCode::NOT_FOUND);
+            OrderLookup::Known { id, events: vec![] }
+        }
+    })
 }
 
 /// A step's place relative to the order's latest status (`None`: not placed yet).
@@ -61,6 +80,9 @@ pub fn OrderPage() -> impl IntoView {
             {move || Suspend::new(async move {
                 match lookup.await {
                     Ok(OrderLookup::Known { id, events }) => view! { <Tracker id events /> }.into_any(),
+                    Ok(OrderLookup::Expired { id, status, updated_at }) => {
+                        view! { <Expired id status updated_at /> }.into_any()
+                    }
                     Ok(OrderLookup::Invalid) => view! {
                         <Title text="Unknown order" />
                         <section class="card notice">
@@ -74,6 +96,43 @@ pub fn OrderPage() -> impl IntoView {
                 }
             })}
         </Suspense>
+    }
+}
+
+/// A compacted order: where it got to and when, without the steps.
+#[component]
+fn Expired(id: Uuid, status: OrderStatus, updated_at: DateTime<Utc>) -> impl IntoView {
+    let in_browser = RwSignal::new(false);
+    #[cfg(feature = "hydrate")]
+    Effect::new(move |_| {
+        in_browser.set(true);
+        crate::pages::my_orders::remember(id);
+    });
+    let id_text = id.to_string();
+    let when = move || {
+        if in_browser.get() {
+            local_label(updated_at)
+        } else {
+            utc_label(updated_at)
+        }
+    };
+    view! {
+        <Title text=format!("Order {}", &id_text[..8]) />
+        <section class="card tracker" data-testid="expired">
+            <div class="tracker-head">
+                <div>
+                    <p class="eyebrow">"Order"</p>
+                    <h1 class="order-id"><code data-testid="order-id">{id_text.clone()}</code></h1>
+                </div>
+            </div>
+            <p class="expired-status" data-testid="final-status" data-status=status.wire_name()>
+                {status.label()} " on "
+                <time datetime=updated_at.to_rfc3339()>{when}</time>
+            </p>
+            <p class="muted" data-testid="history-gone">
+                "The step-by-step history of this order is no longer kept."
+            </p>
+        </section>
     }
 }
 
@@ -97,8 +156,26 @@ fn Tracker(id: Uuid, events: Vec<OrderEvent>) -> impl IntoView {
         in_browser.set(true);
         crate::pages::my_orders::remember(id);
         if connection.get_untracked() != Connection::Completed {
-            let feed =
-                crate::pages::live::LiveFeed::start(id, events, connection, Some(announcement));
+            // On `reset`, the order's state again from the server: its events, or, once it
+            // is compacted, the page for that.
+            let reload = move || {
+                leptos::task::spawn_local(async move {
+                    match lookup_order(id.to_string()).await {
+                        Ok(OrderLookup::Known { events: fresh, .. }) => events.set(fresh),
+                        Ok(OrderLookup::Expired { .. }) => {
+                            let _ = window().location().reload();
+                        }
+                        _ => {}
+                    }
+                })
+            };
+            let feed = crate::pages::live::LiveFeed::start(
+                id,
+                events,
+                connection,
+                Some(announcement),
+                reload,
+            );
             let feed = send_wrapper::SendWrapper::new(feed);
             on_cleanup(move || feed.take().stop());
         }

@@ -76,7 +76,9 @@ fn open(feed: &Rc<RefCell<Feed>>) {
             );
         }
     };
-    let source = Source::open(&url, || {}, on_event, on_error);
+    // A `reset` (the list resumed before events now compacted) changes nothing shown: the
+    // rows hold each order's last status, which compaction keeps.
+    let source = Source::open(&url, || {}, on_event, || {}, on_error);
     feed.borrow_mut().source = source;
 }
 

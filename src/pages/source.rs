@@ -9,16 +9,19 @@ use crate::domain::EventId;
 
 pub struct Source {
     source: EventSource,
-    _handlers: [Closure<dyn FnMut(Event)>; 3],
+    _handlers: [Closure<dyn FnMut(Event)>; 4],
 }
 
 impl Source {
-    /// Opens `url`. `on_event` gets each `order-update` event's id and data; `on_error` is
-    /// told whether the browser gave up (after an HTTP error it does not retry by itself).
+    /// Opens `url`. `on_event` gets each `order-update` event's id and data; `on_reset` is
+    /// called on `reset` (events the page would have had are no longer stored: it should
+    /// reload its orders' state, spec §12); `on_error` is told whether the browser gave up
+    /// (after an HTTP error it does not retry by itself).
     pub fn open(
         url: &str,
         mut on_open: impl FnMut() + 'static,
         mut on_event: impl FnMut(EventId, String) + 'static,
+        mut on_reset: impl FnMut() + 'static,
         mut on_error: impl FnMut(bool) + 'static,
     ) -> Option<Self> {
         let source = EventSource::new(url).ok()?;
@@ -37,6 +40,8 @@ impl Source {
         });
         let _ = source
             .add_event_listener_with_callback("order-update", on_update.as_ref().unchecked_ref());
+        let on_reset = Closure::<dyn FnMut(Event)>::new(move |_| on_reset());
+        let _ = source.add_event_listener_with_callback("reset", on_reset.as_ref().unchecked_ref());
         let watched = source.clone();
         let on_failure = Closure::<dyn FnMut(Event)>::new(move |_| {
             on_error(watched.ready_state() == EventSource::CLOSED)
@@ -44,7 +49,7 @@ impl Source {
         source.set_onerror(Some(on_failure.as_ref().unchecked_ref()));
         Some(Self {
             source,
-            _handlers: [on_open, on_update, on_failure],
+            _handlers: [on_open, on_update, on_reset, on_failure],
         })
     }
 
