@@ -103,6 +103,8 @@ struct Holder {
     /// A reopening is due, resuming no later than this.
     reopen_from: Option<Option<EventId>>,
     reopen_scheduled: bool,
+    /// When the orders' state was last read again after a give-up (ms since the epoch).
+    reloaded_at: Option<f64>,
 }
 
 impl Holder {
@@ -536,6 +538,10 @@ fn lost(tab: &Shared, gave_up: bool) {
         },
     );
     if gave_up {
+        // The server may have answered 204: every order of the stream is delivered and
+        // compacted (spec §12), which a page that had not seen `Delivered` cannot tell from
+        // an error. So the orders' state is read again (at most once a reload interval).
+        reload_after_giving_up(tab);
         let weak = Rc::downgrade(tab);
         set_timeout(
             move || {
@@ -546,6 +552,30 @@ fn lost(tab: &Shared, gave_up: bool) {
             REOPEN_AFTER,
         );
     }
+}
+
+/// The shortest time between two reloads after the browser gave up on the stream.
+const RELOAD_EVERY_MS: f64 = 10_000.0;
+
+/// After a give-up: tells every tab to read its orders' state again, unless this holder did
+/// so less than [`RELOAD_EVERY_MS`] ago (a server restarting answers `503` every retry).
+fn reload_after_giving_up(tab: &Shared) {
+    let now = js_sys::Date::now();
+    {
+        let mut state = tab.borrow_mut();
+        let Some(holder) = state.holder.as_mut() else {
+            return;
+        };
+        if holder
+            .reloaded_at
+            .is_some_and(|at| now - at < RELOAD_EVERY_MS)
+        {
+            return;
+        }
+        holder.reloaded_at = Some(now);
+    }
+    post(tab, &Message::Reset);
+    reload_all(tab);
 }
 
 /// Every timeline of this tab reads its order's state from the server again (after a
