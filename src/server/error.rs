@@ -35,6 +35,9 @@ pub enum AppError {
     /// A simulation of this order is already under way.
     #[error("a simulation of this order is already running")]
     SimulationRunning,
+    /// `MAX_SIMULATIONS` simulations are running already; sent with `Retry-After`.
+    #[error("too many simulations are running; retry later")]
+    TooManySimulations,
     /// A simulation of an order that is already delivered: nothing is left to simulate.
     #[error("the order is already delivered")]
     OrderDelivered,
@@ -86,6 +89,7 @@ impl AppError {
             AppError::OrderNotFound => (S::NOT_FOUND, "order_not_found"),
             AppError::InvalidTransition(_) => (S::CONFLICT, "invalid_transition"),
             AppError::SimulationRunning => (S::CONFLICT, "simulation_running"),
+            AppError::TooManySimulations => (S::SERVICE_UNAVAILABLE, "too_many_simulations"),
             AppError::OrderDelivered => (S::CONFLICT, "order_delivered"),
             AppError::UnsupportedMediaType => (S::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
             AppError::PayloadTooLarge => (S::PAYLOAD_TOO_LARGE, "payload_too_large"),
@@ -138,6 +142,7 @@ impl IntoResponse for AppError {
         let extra = match self {
             AppError::TooManyStreams
             | AppError::TooManyClientStreams
+            | AppError::TooManySimulations
             | AppError::Unavailable(_) => Some((header::RETRY_AFTER, "5")),
             AppError::Unauthorized => Some((header::WWW_AUTHENTICATE, "Bearer")),
             _ => None,

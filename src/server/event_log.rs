@@ -17,6 +17,9 @@ use crate::server::store::{EventStore, StoreError};
 /// How many delivered orders' histories are kept encoded in memory.
 const DELIVERED_CACHE: usize = 10_000;
 
+/// Delivered orders' histories, each with the time of its `Delivered`.
+type DeliveredCache = HashMap<Uuid, (History, DateTime<Utc>)>;
+
 #[derive(Clone)]
 pub struct EventLog {
     store: Arc<dyn EventStore>,
@@ -24,7 +27,7 @@ pub struct EventLog {
     metrics: Arc<Metrics>,
     /// Histories of delivered orders, with when they were delivered: final until compacted,
     /// so they can be served without the store.
-    delivered: Arc<Mutex<HashMap<Uuid, (History, DateTime<Utc>)>>>,
+    delivered: Arc<Mutex<DeliveredCache>>,
     /// How long after `Delivered` an order may be compacted (the shorter retention that
     /// applies); `None`: never.
     compacted_after: Option<TimeDelta>,

@@ -90,6 +90,7 @@ async fn accept_failed(err: io::Error) {
 ///
 /// Not an `async fn`, which would keep each argument twice for the connection's life
 /// (rust-lang/rust#62958); an `async move` block keeps them once.
+#[allow(clippy::manual_async_fn)]
 fn connection(
     mut socket: TcpStream,
     slot: ClientConnection,

@@ -25,6 +25,9 @@ use crate::server::AppState;
 pub const DEFAULT_INTERVAL_MS: u64 = 2000;
 pub const MAX_INTERVAL_MS: u64 = 60_000;
 
+/// The most simulations running at once.
+pub const MAX_SIMULATIONS: usize = 1_000;
+
 /// The orders being simulated now; at most one simulation per order.
 #[derive(Clone, Default)]
 pub struct Simulations {
@@ -42,8 +45,18 @@ impl Simulations {
         self.running.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn claim(&self, order_id: Uuid) -> Option<Claim> {
-        self.running().insert(order_id).then(|| Claim {
+    /// The order's slot, unless it is taken (`SimulationRunning`) or [`MAX_SIMULATIONS`]
+    /// run already (`TooManySimulations`): the table is bounded, whatever ids a client sends.
+    fn claim(&self, order_id: Uuid) -> Result<Claim, AppError> {
+        let mut running = self.running();
+        if running.contains(&order_id) {
+            return Err(AppError::SimulationRunning);
+        }
+        if running.len() >= MAX_SIMULATIONS {
+            return Err(AppError::TooManySimulations);
+        }
+        running.insert(order_id);
+        Ok(Claim {
             simulations: self.clone(),
             order_id,
         })
@@ -58,7 +71,7 @@ impl Simulations {
         order_id: Uuid,
         interval: Duration,
     ) -> Result<tokio::task::JoinHandle<()>, AppError> {
-        let claim = self.claim(order_id).ok_or(AppError::SimulationRunning)?;
+        let claim = self.claim(order_id)?;
         let status = log.ensure_created(order_id).await?;
         if status.is_final() {
             return Err(AppError::OrderDelivered);
@@ -151,4 +164,30 @@ pub async fn simulate(
         stream: format!("/orders/{order_id}/stream"),
     };
     Ok((StatusCode::ACCEPTED, Json(started)).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_of_simulations_is_bounded_and_one_per_order() {
+        let simulations = Simulations::default();
+        let first = Uuid::new_v4();
+        let mut claims = vec![simulations.claim(first).unwrap()];
+        assert!(matches!(
+            simulations.claim(first),
+            Err(AppError::SimulationRunning)
+        ));
+        while claims.len() < MAX_SIMULATIONS {
+            claims.push(simulations.claim(Uuid::new_v4()).unwrap());
+        }
+        assert!(matches!(
+            simulations.claim(Uuid::new_v4()),
+            Err(AppError::TooManySimulations)
+        ));
+        // A simulation that ends frees its slot.
+        claims.pop();
+        assert!(simulations.claim(Uuid::new_v4()).is_ok());
+    }
 }
