@@ -13,6 +13,7 @@
 //! pg_virtualenv).
 mod scenarios;
 mod servers;
+mod soak;
 mod wire;
 
 use std::fmt::Write as _;
@@ -61,6 +62,27 @@ struct Args {
     /// With `--only`: run it on Nchan instead.
     #[arg(long, requires = "only")]
     on_nchan: bool,
+    /// The soak (issue 19), not part of `make bench`: `--soak-orders` orders through all six
+    /// statuses and compaction (RETAIN_DELIVERED=20s), with 1,000 streams open throughout,
+    /// on SQLite and, when `PG*` name a server, on Postgres. Prints a table per store and
+    /// draws `docs/soak-<store>.svg`.
+    #[arg(long)]
+    soak: bool,
+    #[arg(long, default_value_t = 1_000_000)]
+    soak_orders: usize,
+    /// Orders a second the soak publishes (each is six requests).
+    #[arg(long, default_value_t = 1_000)]
+    soak_rate: usize,
+    /// Which stores the soak runs on.
+    #[arg(long, value_enum, default_value = "both")]
+    soak_store: SoakStore,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum SoakStore {
+    Sqlite,
+    Postgres,
+    Both,
 }
 
 /// The scenarios `--only` can run alone.
@@ -410,6 +432,61 @@ fn raise_fd_limit() {
     }
 }
 
+/// The soak on each store asked for; fails when a criterion of issue 19 is not met.
+async fn run_soak(args: &Args) -> std::process::ExitCode {
+    let env = [
+        ("RETAIN_DELIVERED", soak::RETAIN_DELIVERED),
+        ("RETAIN_IDLE", "off"),
+    ];
+    let mut ok = true;
+    for store in ["sqlite", "postgres"] {
+        let wanted = matches!(
+            (store, args.soak_store),
+            (_, SoakStore::Both)
+                | ("sqlite", SoakStore::Sqlite)
+                | ("postgres", SoakStore::Postgres)
+        );
+        if !wanted {
+            continue;
+        }
+        let server = if store == "sqlite" {
+            Server::start_ours_with(&args.server, &args.site_root, &env).await
+        } else if std::env::var_os("PGHOST").is_some() {
+            Server::start_ours_postgres_with(&args.server, &args.site_root, 1, &env).await
+        } else {
+            eprintln!("soak on postgres skipped: no PG* variables (run it inside pg_virtualenv)");
+            continue;
+        };
+        let result = soak::soak(&server, args.soak_orders, args.soak_rate, 1_000).await;
+        println!(
+            "\nSoak on {store}: {} orders at {} a second, 1,000 streams open, RETAIN_DELIVERED={}\n\n{}",
+            args.soak_orders,
+            args.soak_rate,
+            soak::RETAIN_DELIVERED,
+            result.table()
+        );
+        let chart = PathBuf::from(format!("docs/soak-{store}.svg"));
+        let _ = std::fs::create_dir_all("docs");
+        let title = format!("Soak on {store}: {} orders", args.soak_orders);
+        if let Err(err) = soak::chart(&result, &title, &chart) {
+            eprintln!("cannot draw {}: {err}", chart.display());
+        }
+        let (rss, disk) = result.growth();
+        let (during, between) = result.p99_during_sweeps();
+        ok &= rss <= 1.1
+            && disk <= 1.1
+            && during <= 2.0 * between
+            && result.still_connected == result.subscribers
+            && result.failed_publishes == 0;
+    }
+    if ok {
+        std::process::ExitCode::SUCCESS
+    } else {
+        eprintln!("soak: a criterion was not met (see the tables)");
+        std::process::ExitCode::FAILURE
+    }
+}
+
 fn main() -> std::process::ExitCode {
     let mut args = Args::parse();
     if args.smoke {
@@ -423,6 +500,9 @@ fn main() -> std::process::ExitCode {
         .enable_all()
         .build()
         .unwrap();
+    if args.soak {
+        return runtime.block_on(run_soak(&args));
+    }
     if args.only_idle_memory {
         let (kib, connected) = runtime.block_on(async {
             let server = Server::start_ours(&args.server, &args.site_root).await;

@@ -26,6 +26,8 @@ pub struct Server {
     /// and counted in its CPU time.
     others: Vec<Child>,
     dir: PathBuf,
+    /// Ours on Postgres: the database's name.
+    database: Option<String>,
     label: &'static str,
 }
 
@@ -47,9 +49,15 @@ fn temp_dir(name: &str) -> PathBuf {
 
 impl Server {
     pub async fn start_ours(binary: &Path, site_root: &Path) -> Self {
+        Self::start_ours_with(binary, site_root, &[]).await
+    }
+
+    /// Ours on SQLite with more settings (`env`), such as a retention.
+    pub async fn start_ours_with(binary: &Path, site_root: &Path, env: &[(&str, &str)]) -> Self {
         let dir = temp_dir("ours");
         let addr = free_addr();
         let child = Command::new(binary)
+            .envs(env.iter().copied())
             .env("LEPTOS_SITE_ADDR", addr.to_string())
             .env("LEPTOS_SITE_ROOT", site_root)
             .env(
@@ -73,6 +81,7 @@ impl Server {
             child,
             others: Vec::new(),
             dir,
+            database: None,
             label: "ours",
         };
         server.wait_ready("/healthz").await;
@@ -82,6 +91,16 @@ impl Server {
     /// Ours on a fresh database of the Postgres server the `PG*` variables name (`make bench`
     /// runs inside pg_virtualenv): one instance, or two sharing a fresh `redis-server`.
     pub async fn start_ours_postgres(binary: &Path, site_root: &Path, instances: usize) -> Self {
+        Self::start_ours_postgres_with(binary, site_root, instances, &[]).await
+    }
+
+    /// [`Server::start_ours_postgres`] with more settings (`env`).
+    pub async fn start_ours_postgres_with(
+        binary: &Path,
+        site_root: &Path,
+        instances: usize,
+        env: &[(&str, &str)],
+    ) -> Self {
         let dir = temp_dir("cluster");
         let database = format!("bench{}", uuid::Uuid::new_v4().simple());
         let created = Command::new("psql")
@@ -117,6 +136,7 @@ impl Server {
             let addr = free_addr();
             let mut command = Command::new(binary);
             command
+                .envs(env.iter().copied())
                 .env("LEPTOS_SITE_ADDR", addr.to_string())
                 .env("LEPTOS_SITE_ROOT", site_root)
                 .env("DATABASE_URL", &database_url)
@@ -143,6 +163,7 @@ impl Server {
             child,
             others,
             dir,
+            database: Some(database),
             label: if instances > 1 {
                 "two instances"
             } else {
@@ -177,6 +198,7 @@ impl Server {
             child,
             others: Vec::new(),
             dir,
+            database: None,
             label: "nchan",
         };
         server.wait_ready("/pub/ready").await;
@@ -210,6 +232,100 @@ impl Server {
         self.instances[n % self.instances.len()]
     }
 
+    /// What publishing needs of a server, to move into a task.
+    pub fn handle(&self) -> Handle {
+        Handle {
+            kind: self.kind,
+            addr: self.addr,
+        }
+    }
+
+    /// A new channel: an order created through the API, or an Nchan channel id.
+    pub async fn new_channel(&self, conn: &mut Conn) -> String {
+        self.handle().new_channel(conn).await
+    }
+
+    /// Publishes status `index` of the channel's order; returns the HTTP status.
+    pub async fn publish(&self, conn: &mut Conn, channel: &str, index: usize) -> u16 {
+        self.handle().publish(conn, channel, index).await
+    }
+
+    /// The statuses a fresh channel already has (ours: `Created`).
+    pub fn initial_events(&self) -> usize {
+        match self.kind {
+            Kind::Ours => 1,
+            Kind::Nchan => 0,
+        }
+    }
+
+    pub fn subscribe_path(&self, channel: &str, replay: bool) -> String {
+        match (self.kind, replay) {
+            (Kind::Ours, _) => format!("/orders/{channel}/stream"),
+            (Kind::Nchan, false) => format!("/sub/{channel}"),
+            (Kind::Nchan, true) => format!("/replay/{channel}"),
+        }
+    }
+
+    /// Resident memory in KiB (of the first process).
+    pub fn rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            })
+            .unwrap_or(0)
+    }
+
+    /// What ours holds on disk, in bytes: the SQLite file and its log, or the Postgres
+    /// database's size.
+    pub fn disk_bytes(&self) -> u64 {
+        match &self.database {
+            Some(database) => Command::new("psql")
+                .args([
+                    "-tAq",
+                    "-c",
+                    &format!("SELECT pg_database_size('{database}')"),
+                ])
+                .output()
+                .ok()
+                .and_then(|out| String::from_utf8(out.stdout).ok())
+                .and_then(|text| text.trim().parse().ok())
+                .unwrap_or(0),
+            None => ["orders.db", "orders.db-wal"]
+                .iter()
+                .filter_map(|file| std::fs::metadata(self.dir.join(file)).ok())
+                .map(|meta| meta.len())
+                .sum(),
+        }
+    }
+
+    /// User + system CPU seconds so far, of every process of the server.
+    pub fn cpu_seconds(&self) -> f64 {
+        // SAFETY: sysconf only reads a process-wide setting.
+        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        std::iter::once(&self.child)
+            .chain(&self.others)
+            .filter_map(|child| {
+                let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).ok()?;
+                let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+                let user: f64 = fields.get(11)?.parse().ok()?;
+                let system: f64 = fields.get(12)?.parse().ok()?;
+                Some((user + system) / ticks)
+            })
+            .sum()
+    }
+}
+
+/// A server's kind and address: enough to create channels and publish.
+#[derive(Clone, Copy, Debug)]
+pub struct Handle {
+    pub kind: Kind,
+    pub addr: SocketAddr,
+}
+
+impl Handle {
     /// A new channel: an order created through the API, or an Nchan channel id.
     pub async fn new_channel(&self, conn: &mut Conn) -> String {
         match self.kind {
@@ -250,50 +366,6 @@ impl Server {
             }
         };
         result.map(|(status, _)| status).unwrap_or(0)
-    }
-
-    /// The statuses a fresh channel already has (ours: `Created`).
-    pub fn initial_events(&self) -> usize {
-        match self.kind {
-            Kind::Ours => 1,
-            Kind::Nchan => 0,
-        }
-    }
-
-    pub fn subscribe_path(&self, channel: &str, replay: bool) -> String {
-        match (self.kind, replay) {
-            (Kind::Ours, _) => format!("/orders/{channel}/stream"),
-            (Kind::Nchan, false) => format!("/sub/{channel}"),
-            (Kind::Nchan, true) => format!("/replay/{channel}"),
-        }
-    }
-
-    /// Resident memory in KiB (of the first process).
-    pub fn rss_kib(&self) -> u64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("VmRSS:"))
-                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            })
-            .unwrap_or(0)
-    }
-
-    /// User + system CPU seconds so far, of every process of the server.
-    pub fn cpu_seconds(&self) -> f64 {
-        // SAFETY: sysconf only reads a process-wide setting.
-        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-        std::iter::once(&self.child)
-            .chain(&self.others)
-            .filter_map(|child| {
-                let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).ok()?;
-                let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-                let user: f64 = fields.get(11)?.parse().ok()?;
-                let system: f64 = fields.get(12)?.parse().ok()?;
-                Some((user + system) / ticks)
-            })
-            .sum()
     }
 }
 

@@ -171,10 +171,8 @@ async fn compact_due(
     due: &Due,
     limit: u32,
 ) -> Result<Compacted, StoreError> {
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(COMMIT_ORDER_LOCK)
-        .execute(&mut *conn)
-        .await?;
+    // Delivered orders first, before the lock: nothing can follow `Delivered`, so the
+    // answer holds until they are compacted, and appends do not wait for this read.
     let mut orders: Vec<Uuid> = Vec::new();
     if let Some(before) = due.delivered_before {
         orders = sqlx::query_scalar(
@@ -185,6 +183,10 @@ async fn compact_due(
         .fetch_all(&mut *conn)
         .await?;
     }
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(COMMIT_ORDER_LOCK)
+        .execute(&mut *conn)
+        .await?;
     // Unless the look for idle orders runs, it goes on where it was.
     let mut idle_after = due.idle_after;
     if let Some(before) = due.idle_before.filter(|_| (orders.len() as u32) < limit) {

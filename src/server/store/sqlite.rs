@@ -21,6 +21,15 @@ use super::{
 };
 use crate::domain::{EventId, OrderEvent, OrderStatus, OrderStatusUpdate, OrderSummary};
 
+/// Free pages kept after a sweep, as a share of the file: new events reuse them.
+const FREE_SLACK_PERCENT: i64 = 10;
+/// Pages given back to the file system in one step (4 MiB of 4 KiB pages)...
+const VACUUM_STEP_PAGES: i64 = 1024;
+/// ...with this pause between steps, in which appends take the lock.
+const VACUUM_PAUSE: Duration = Duration::from_millis(20);
+/// The write-ahead log is cut back to this size whenever it restarts (bytes).
+const WAL_SIZE_LIMIT: &str = "8388608";
+
 /// SQLite's extended result code for a `RAISE(ABORT, …)` in a trigger.
 const SQLITE_CONSTRAINT_TRIGGER: &str = "1811";
 
@@ -47,6 +56,7 @@ impl SqliteStore {
             .auto_vacuum(SqliteAutoVacuum::Incremental)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(synchronous)
+            .pragma("journal_size_limit", WAL_SIZE_LIMIT)
             .busy_timeout(Duration::from_secs(5));
         if let Some(folder) = Path::new(options.get_filename()).parent() {
             if !folder.as_os_str().is_empty() {
@@ -251,26 +261,33 @@ const SUMMARISE: &str = "INSERT INTO compacted (order_id, status, created_ms, up
          updated_ms = max(compacted.updated_ms, excluded.updated_ms),
          last_id = max(compacted.last_id, excluded.last_id)";
 
-/// The sweep's transaction: picks the orders due and compacts them, holding the write lock
-/// from its first statement (`BEGIN IMMEDIATE`), so no append runs in between.
+/// The delivered orders due, read before the write lock is taken: nothing can follow
+/// `Delivered`, so the answer holds until they are compacted.
+async fn delivered_due(pool: &SqlitePool, due: &Due, limit: u32) -> Result<Vec<Uuid>, StoreError> {
+    let Some(before) = due.delivered_before else {
+        return Ok(Vec::new());
+    };
+    let delivered: Vec<String> = sqlx::query_scalar(
+        "SELECT order_id FROM events WHERE status = 5 AND at_ms < ? ORDER BY at_ms LIMIT ?",
+    )
+    .bind(before.timestamp_millis())
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await?;
+    delivered
+        .iter()
+        .map(|id| Uuid::parse_str(id).map_err(|_| decode_error("order_id")))
+        .collect()
+}
+
+/// The sweep's transaction, holding the write lock: adds the idle orders due (which an
+/// append could otherwise move on meanwhile) to `orders` and compacts them all.
 async fn compact_due(
     conn: &mut SqliteConnection,
     due: &Due,
     limit: u32,
+    mut orders: Vec<Uuid>,
 ) -> Result<Compacted, StoreError> {
-    let mut orders: Vec<Uuid> = Vec::new();
-    if let Some(before) = due.delivered_before {
-        let delivered: Vec<String> = sqlx::query_scalar(
-            "SELECT order_id FROM events WHERE status = 5 AND at_ms < ? ORDER BY at_ms LIMIT ?",
-        )
-        .bind(before.timestamp_millis())
-        .bind(i64::from(limit))
-        .fetch_all(&mut *conn)
-        .await?;
-        for id in delivered {
-            orders.push(Uuid::parse_str(&id).map_err(|_| decode_error("order_id"))?);
-        }
-    }
     // Unless the look for idle orders runs, it goes on where it was.
     let mut idle_after = due.idle_after;
     if let Some(before) = due.idle_before.filter(|_| (orders.len() as u32) < limit) {
@@ -442,8 +459,9 @@ impl EventStore for SqliteStore {
     }
 
     async fn compact(&self, due: &Due, limit: u32) -> Result<Compacted, StoreError> {
+        let delivered = delivered_due(&self.pool, due, limit).await?;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let compacted = compact_due(&mut tx, due, limit).await?;
+        let compacted = compact_due(&mut tx, due, limit, delivered).await?;
         tx.commit().await?;
         Ok(compacted)
     }
@@ -508,12 +526,31 @@ impl EventStore for SqliteStore {
 
     async fn reclaim(&self) -> Result<(), StoreError> {
         let mut conn = self.pool.acquire().await?;
-        // Free pages go back to the file system, then the log is folded into the file and
-        // truncated: the files on disk shrink.
-        sqlx::query("PRAGMA incremental_vacuum")
+        // Free pages go back to the file system a step at a time, each a short write that
+        // appends wait behind, down to a slack the next sweep's appends will reuse anyway
+        // (vacuuming it too would shrink the file only to grow it again).
+        loop {
+            let free: i64 = sqlx::query_scalar("PRAGMA freelist_count")
+                .fetch_one(&mut *conn)
+                .await?;
+            let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
+                .fetch_one(&mut *conn)
+                .await?;
+            let excess = free - pages * FREE_SLACK_PERCENT / 100;
+            if excess <= 0 {
+                break;
+            }
+            sqlx::query(&format!(
+                "PRAGMA incremental_vacuum({})",
+                excess.min(VACUUM_STEP_PAGES)
+            ))
             .execute(&mut *conn)
             .await?;
-        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            tokio::time::sleep(VACUUM_PAUSE).await;
+        }
+        // The log into the file, without blocking appends: the file shrinks once its last
+        // pages are copied back, and the log is cut to `journal_size_limit` when it restarts.
+        sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
             .execute(&mut *conn)
             .await?;
         Ok(())
