@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -37,6 +38,13 @@ const SQLITE_CONSTRAINT_TRIGGER: &str = "1811";
 pub struct SqliteStore {
     pool: SqlitePool,
     writer: GroupCommit,
+    /// Taken by whatever writes (the group commit's batches, the sweep's), so that they
+    /// queue here, in turn, instead of meeting SQLite's lock: a writer that finds it taken
+    /// gets `SQLITE_BUSY` and its busy handler sleeps 1, 2, 5, 10… ms before it tries again,
+    /// which made a sweep wait tens of milliseconds a batch behind steady appends (and
+    /// appends behind it). tokio's mutex, not std's: it is held across the awaits of a
+    /// transaction, and it is fair.
+    write_turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl SqliteStore {
@@ -72,11 +80,17 @@ impl SqliteStore {
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         incremental_auto_vacuum(&options).await?;
+        let write_turn = Arc::new(tokio::sync::Mutex::new(()));
         let writer = GroupCommit::start(Writer {
             connection: Some(options.connect().await?),
             options,
+            write_turn: write_turn.clone(),
         });
-        Ok(Self { pool, writer })
+        Ok(Self {
+            pool,
+            writer,
+            write_turn,
+        })
     }
 }
 
@@ -109,6 +123,8 @@ struct Writer {
     options: SqliteConnectOptions,
     /// Opened with the store, and again after a failure that may have left it unusable.
     connection: Option<SqliteConnection>,
+    /// See [`SqliteStore::write_turn`].
+    write_turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// The whole batch in one statement: the updates go in as one JSON array, so the statement
@@ -127,6 +143,7 @@ impl Batch for Writer {
         &mut self,
         updates: &[OrderStatusUpdate],
     ) -> Result<Vec<Result<OrderEvent, StoreError>>, StoreError> {
+        let _turn = self.write_turn.lock().await;
         let mut connection = match self.connection.take() {
             Some(connection) => connection,
             None => self.options.connect().await?,
@@ -460,7 +477,9 @@ impl EventStore for SqliteStore {
 
     async fn compact(&self, due: &Due, limit: u32) -> Result<Compacted, StoreError> {
         let delivered = delivered_due(&self.pool, due, limit).await?;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut conn = self.pool.acquire().await?;
+        let _turn = self.write_turn.lock().await;
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
         let compacted = compact_due(&mut tx, due, limit, delivered).await?;
         tx.commit().await?;
         Ok(compacted)
@@ -540,12 +559,14 @@ impl EventStore for SqliteStore {
             if excess <= 0 {
                 break;
             }
+            let turn = self.write_turn.lock().await;
             sqlx::query(&format!(
                 "PRAGMA incremental_vacuum({})",
                 excess.min(VACUUM_STEP_PAGES)
             ))
             .execute(&mut *conn)
             .await?;
+            drop(turn);
             tokio::time::sleep(VACUUM_PAUSE).await;
         }
         // The log into the file, without blocking appends: the file shrinks once its last
@@ -572,6 +593,7 @@ mod tests {
         let writer = Writer {
             connection: Some(options.connect().await.unwrap()),
             options,
+            write_turn: Arc::default(),
         };
         (dir, writer, store.pool)
     }
