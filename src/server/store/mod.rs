@@ -115,8 +115,8 @@ pub trait EventStore: Send + Sync + 'static {
     async fn extent(&self) -> Result<Extent, StoreError>;
 
     /// Gives the space a sweep freed back to the file system where the backend can (SQLite:
-    /// an incremental vacuum and a truncating checkpoint of its log); Postgres' autovacuum
-    /// does it there.
+    /// an incremental vacuum in steps, then a passive checkpoint of its log); Postgres'
+    /// autovacuum does it there.
     async fn reclaim(&self) -> Result<(), StoreError>;
 }
 

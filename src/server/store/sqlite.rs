@@ -59,8 +59,8 @@ impl SqliteStore {
     pub async fn open_with(url: &str, synchronous: SqliteSynchronous) -> Result<Self, StoreError> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
-            // Set before anything else on a new file; an older file gets it from the
-            // migration that vacuums it once.
+            // Set before anything else on a new file; an older file gets it from the one
+            // `VACUUM` of `incremental_auto_vacuum` at start-up.
             .auto_vacuum(SqliteAutoVacuum::Incremental)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(synchronous)
