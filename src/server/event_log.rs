@@ -48,11 +48,7 @@ impl EventLog {
     /// The log under `retention`: a delivered order's history is served from memory only
     /// until it may have been compacted.
     pub fn with_retention(mut self, retention: &Retention) -> Self {
-        self.compacted_after = [retention.retain_delivered.0, retention.retain_idle.0]
-            .into_iter()
-            .flatten()
-            .min()
-            .and_then(|keep| TimeDelta::from_std(keep).ok());
+        self.compacted_after = retention.shortest().delta();
         self
     }
 

@@ -44,6 +44,15 @@ impl Default for Retention {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Keep(pub Option<Duration>);
 
+impl Keep {
+    /// As chrono's duration, for arithmetic on event times (`None`: forever). [`keep`]
+    /// refuses what chrono cannot hold.
+    pub fn delta(self) -> Option<chrono::TimeDelta> {
+        self.0
+            .and_then(|keep| chrono::TimeDelta::from_std(keep).ok())
+    }
+}
+
 /// Reads a retention as `RETAIN_*` give it: a humantime duration, or `off`.
 fn keep(raw: &str) -> Result<Keep, String> {
     let raw = raw.trim();
@@ -76,29 +85,35 @@ const BETWEEN_BATCHES: Duration = Duration::from_millis(10);
 impl Retention {
     /// Whether any order is ever compacted.
     pub fn is_on(&self) -> bool {
-        self.retain_delivered.0.is_some() || self.retain_idle.0.is_some()
+        self.shortest().0.is_some()
+    }
+
+    /// The shorter of the two retentions: the soonest any order may be compacted after its
+    /// last event.
+    pub fn shortest(&self) -> Keep {
+        Keep(
+            [self.retain_delivered.0, self.retain_idle.0]
+                .into_iter()
+                .flatten()
+                .min(),
+        )
     }
 
     /// How often to sweep: every minute (spec §12), or more often for a retention shorter
     /// than four minutes, so that an order is compacted within a quarter of its retention
     /// past it (a test's `2s` is swept every half second).
     pub fn every(&self) -> Duration {
-        [self.retain_delivered.0, self.retain_idle.0]
-            .into_iter()
-            .flatten()
-            .map(|keep| keep / 4)
-            .fold(Duration::from_secs(60), Duration::min)
+        let minute = Duration::from_secs(60);
+        self.shortest()
+            .0
+            .map_or(minute, |keep| (keep / 4).min(minute))
             .max(Duration::from_millis(250))
     }
 
     /// What is due now.
     fn due(&self) -> Due {
         let now = Utc::now();
-        let before = |keep: Keep| {
-            keep.0
-                .and_then(|keep| chrono::TimeDelta::from_std(keep).ok())
-                .map(|keep| now - keep)
-        };
+        let before = |keep: Keep| keep.delta().map(|keep| now - keep);
         Due {
             delivered_before: before(self.retain_delivered),
             idle_before: before(self.retain_idle),
