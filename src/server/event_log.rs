@@ -140,16 +140,14 @@ impl EventLog {
                 .map(|event| Arc::new(Delivery::new(event)))
                 .collect(),
         };
-        // An order whose stored events do not begin with `Created` (or that has none) may
-        // have been compacted: its summary says where its stored events start.
+        // The orders that may have been compacted: their summaries say where their stored
+        // events start.
         let maybe_compacted: Vec<Uuid> = orders
             .iter()
             .copied()
             .filter(|&order_id| {
-                stored
-                    .iter()
-                    .find(|d| d.order_id == order_id)
-                    .is_none_or(|first| first.status != OrderStatus::Created)
+                let first = stored.iter().find(|d| d.order_id == order_id);
+                may_be_compacted(first.map(|first| first.status))
             })
             .collect();
         let compacted = if maybe_compacted.is_empty() {
@@ -259,16 +257,14 @@ impl EventLog {
     /// The order with its stored events, and its summary when it was compacted.
     pub async fn order(&self, order_id: Uuid) -> Result<Option<Order>, StoreError> {
         let events = self.store.events(order_id).await?;
-        // Stored events that begin with `Created` belong to an order never compacted
-        // (a compacted order cannot be created again).
-        let summary = match events.first() {
-            Some(first) if first.status() == OrderStatus::Created => None,
-            _ => self
-                .store
+        let summary = if may_be_compacted(events.first().map(OrderEvent::status)) {
+            self.store
                 .summaries(&[order_id])
                 .await?
                 .pop()
-                .map(|compaction| compaction.summary),
+                .map(|compaction| compaction.summary)
+        } else {
+            None
         };
         Ok(Order::from_history(summary, events))
     }
@@ -330,6 +326,14 @@ impl Resume {
             Resume::After(id) | Resume::AfterOwnEvent(id) => Some(id),
         }
     }
+}
+
+/// Whether an order whose first stored event has `first` status (`None`: it has none) may
+/// have been compacted, so that only its summary says where it stands. Stored events that
+/// begin with `Created` belong to an order never compacted: compaction deletes all of an
+/// order's events, and a compacted order cannot be created again.
+fn may_be_compacted(first: Option<OrderStatus>) -> bool {
+    first != Some(OrderStatus::Created)
 }
 
 /// Whether a history the hub knows holds every event of its order up to `resume`'s point.
