@@ -233,7 +233,7 @@ fn match_ids(
     let mut ids = HashMap::with_capacity(inserted.len());
     for row in inserted {
         let order_id: String = row.try_get("order_id")?;
-        let order_id = Uuid::parse_str(&order_id).map_err(|_| decode_error("order_id"))?;
+        let order_id = order_id_column(&order_id)?;
         let status = status_column(row.try_get("status")?)?;
         ids.insert((order_id, status), EventId(row.try_get("id")?));
     }
@@ -291,10 +291,7 @@ async fn delivered_due(pool: &SqlitePool, due: &Due, limit: u32) -> Result<Vec<U
     .bind(i64::from(limit))
     .fetch_all(pool)
     .await?;
-    delivered
-        .iter()
-        .map(|id| Uuid::parse_str(id).map_err(|_| decode_error("order_id")))
-        .collect()
+    delivered.iter().map(|id| order_id_column(id)).collect()
 }
 
 /// The sweep's transaction, holding the write lock: adds the idle orders due (which an
@@ -320,7 +317,7 @@ async fn compact_due(
                 let order: String = row.try_get("order_id")?;
                 Ok((
                     EventId(row.try_get("id")?),
-                    Uuid::parse_str(&order).map_err(|_| decode_error("order_id"))?,
+                    order_id_column(&order)?,
                     time_from_db(row.try_get("at_ms")?),
                 ))
             })
@@ -338,7 +335,7 @@ async fn compact_due(
         .fetch_all(&mut *conn)
         .await?;
         for id in idle {
-            let id = Uuid::parse_str(&id).map_err(|_| decode_error("order_id"))?;
+            let id = order_id_column(&id)?;
             if !orders.contains(&id) {
                 orders.push(id);
             }
@@ -369,12 +366,17 @@ async fn compact_due(
     })
 }
 
+/// An order id as stored (lowercase hyphenated text).
+fn order_id_column(stored: &str) -> Result<Uuid, StoreError> {
+    Uuid::parse_str(stored).map_err(|_| decode_error("order_id"))
+}
+
 fn event_from_row(row: &SqliteRow) -> Result<OrderEvent, StoreError> {
     let order_id: String = row.try_get("order_id")?;
     Ok(OrderEvent {
         id: EventId(row.try_get("id")?),
         update: OrderStatusUpdate {
-            order_id: Uuid::parse_str(&order_id).map_err(|_| decode_error("order_id"))?,
+            order_id: order_id_column(&order_id)?,
             status: status_column(row.try_get("status")?)?,
             timestamp: time_from_db(row.try_get("at_ms")?),
         },
@@ -461,7 +463,7 @@ impl EventStore for SqliteStore {
             .map(|row| {
                 let id: String = row.try_get("order_id")?;
                 Ok(OrderSummary {
-                    id: Uuid::parse_str(&id).map_err(|_| decode_error("order_id"))?,
+                    id: order_id_column(&id)?,
                     status: status_column(row.try_get("status")?)?,
                     created_at: time_from_db(row.try_get("created_ms")?),
                     updated_at: time_from_db(row.try_get("updated_ms")?),
@@ -502,7 +504,7 @@ impl EventStore for SqliteStore {
                 let id: String = row.try_get("order_id")?;
                 Ok(Compaction {
                     summary: OrderSummary {
-                        id: Uuid::parse_str(&id).map_err(|_| decode_error("order_id"))?,
+                        id: order_id_column(&id)?,
                         status: status_column(row.try_get("status")?)?,
                         created_at: time_from_db(row.try_get("created_ms")?),
                         updated_at: time_from_db(row.try_get("updated_ms")?),
