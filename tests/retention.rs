@@ -14,6 +14,7 @@ async fn server() -> common::TestServer {
         config.retention = Retention {
             retain_delivered: Keep(Some(Duration::from_secs(2))),
             retain_idle: Keep(None),
+            retain_summary: Keep(None),
         };
     })
     .await
@@ -196,5 +197,65 @@ fn a_malformed_retention_refuses_to_start_naming_the_variable() {
     assert!(
         stderr.contains("RETAIN_DELIVERED") && stderr.contains("30d"),
         "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_summary_past_retain_summary_is_forgotten_and_its_order_is_unknown() {
+    let server = common::TestServer::start_with(|config| {
+        config.retention = Retention {
+            retain_delivered: Keep(Some(Duration::from_secs(1))),
+            retain_idle: Keep(None),
+            retain_summary: Keep(Some(Duration::from_secs(3))),
+        };
+    })
+    .await;
+    let (old, newest) = (
+        create_order(&server.base).await,
+        create_order(&server.base).await,
+    );
+    deliver(&server.base, &old).await;
+    deliver(&server.base, &newest).await;
+    compacted(&server.base, &old).await;
+
+    let api = |id: &str| {
+        client()
+            .get(server.url(&format!("/api/orders/{id}")))
+            .send()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while api(&old).await.unwrap().status() != 404 {
+        assert!(tokio::time::Instant::now() < deadline, "never forgotten");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Unknown everywhere, as an order that never was: its stream waits for its first event
+    // (spec §3), with neither a replay nor a reset.
+    let mut stream = SseReader::open(&server.url(&format!("/orders/{old}/stream")), None).await;
+    assert_eq!(stream.response_status, 200);
+    assert!(matches!(stream.next_frame().await, Some(Frame::Retry(_))));
+    let next = tokio::time::timeout(Duration::from_millis(500), stream.next_frame()).await;
+    assert!(next.is_err(), "a forgotten order's stream sent {next:?}");
+    let page = client()
+        .get(server.url(&format!("/orders/{old}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 404);
+    let publish = client()
+        .post(server.url(&format!("/api/orders/{old}/status")))
+        .json(&serde_json::json!({ "status": "Delivered" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(publish.status(), 404);
+    // The newest summary stays: it says how far the log was compacted through.
+    let kept = order_json(&server.base, &newest).await;
+    assert_eq!(
+        (kept["expired"].clone(), kept["status"].clone()),
+        (true.into(), "Delivered".into())
+    );
+    assert_eq!(
+        metric(&server.base, "order_tracking_orders_forgotten_total").await,
+        1.0
     );
 }

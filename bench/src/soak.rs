@@ -22,6 +22,9 @@ const PUBLISHERS: usize = 16;
 const EVERY: Duration = Duration::from_secs(2);
 /// The retention the server runs with: short, so that compaction keeps pace.
 pub const RETAIN_DELIVERED: &str = "20s";
+/// And summaries are forgotten this long after an order's last event (`RETAIN_SUMMARY`),
+/// so that the disk holds a bounded number of them.
+pub const RETAIN_SUMMARY: &str = "40s";
 
 /// One sample.
 #[derive(Clone, Debug)]

@@ -600,6 +600,13 @@ mod tests {
         ) -> Result<crate::server::store::Compacted, StoreError> {
             self.inner.compact(due, limit).await
         }
+        async fn forget(
+            &self,
+            before: chrono::DateTime<chrono::Utc>,
+            limit: u32,
+        ) -> Result<u64, StoreError> {
+            self.inner.forget(before, limit).await
+        }
         async fn summaries(
             &self,
             orders: &[Uuid],

@@ -31,6 +31,7 @@ pub struct Metrics {
 #[derive(Debug)]
 pub struct RetentionMetrics {
     pub orders_compacted: IntCounter,
+    pub orders_forgotten: IntCounter,
     pub events_stored: IntGauge,
     pub oldest_event_age: Gauge,
     pub last_sweep_seconds: Gauge,
@@ -42,6 +43,12 @@ impl RetentionMetrics {
             orders_compacted: IntCounter::new(
                 "order_tracking_orders_compacted_total",
                 "Orders compacted by this instance's sweeps: events deleted, a summary kept.",
+            )
+            .expect("a valid metric name"),
+            orders_forgotten: IntCounter::new(
+                "order_tracking_orders_forgotten_total",
+                "Compacted orders forgotten by this instance's sweeps (RETAIN_SUMMARY): \
+                 summary deleted, the order unknown since.",
             )
             .expect("a valid metric name"),
             events_stored: IntGauge::new(
@@ -127,6 +134,7 @@ impl Metrics {
         for collector in [
             Box::new(open_streams.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(retention.orders_compacted.clone()),
+            Box::new(retention.orders_forgotten.clone()),
             Box::new(retention.events_stored.clone()),
             Box::new(retention.oldest_event_age.clone()),
             Box::new(retention.last_sweep_seconds.clone()),

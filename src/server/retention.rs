@@ -28,6 +28,12 @@ pub struct Retention {
     /// `365d`), or `off`.
     #[arg(long, env = "RETAIN_IDLE", default_value = "365d", value_parser = keep)]
     pub retain_idle: Keep,
+
+    /// How long a compacted order's summary is kept after its last event (e.g. `3y`), or
+    /// `off` to keep summaries for ever (spec §12). Then the order is forgotten: it answers
+    /// `404` as an order that never was.
+    #[arg(long, env = "RETAIN_SUMMARY", default_value = "off", value_parser = keep)]
+    pub retain_summary: Keep,
 }
 
 impl Default for Retention {
@@ -36,6 +42,7 @@ impl Default for Retention {
         Self {
             retain_delivered: Keep(Some(Duration::from_secs(30 * 86_400))),
             retain_idle: Keep(Some(Duration::from_secs(365 * 86_400))),
+            retain_summary: Keep(None),
         }
     }
 }
@@ -100,12 +107,14 @@ impl Retention {
     }
 
     /// How often to sweep: every minute (spec §12), or more often for a retention shorter
-    /// than four minutes, so that an order is compacted within a quarter of its retention
-    /// past it (a test's `2s` is swept every half second).
+    /// than four minutes (summaries' included), so that an order is compacted within a
+    /// quarter of its retention past it (a test's `2s` is swept every half second).
     pub fn every(&self) -> Duration {
         let minute = Duration::from_secs(60);
-        self.shortest()
-            .0
+        [self.shortest().0, self.retain_summary.0]
+            .into_iter()
+            .flatten()
+            .min()
             .map_or(minute, |keep| (keep / 4).min(minute))
             .max(Duration::from_millis(250))
     }
@@ -119,6 +128,11 @@ impl Retention {
             idle_before: before(self.retain_idle),
             idle_after: None,
         }
+    }
+
+    /// Summaries of orders whose last event is older than this are forgotten now.
+    fn forget_before(&self) -> Option<chrono::DateTime<Utc>> {
+        self.retain_summary.delta().map(|keep| Utc::now() - keep)
     }
 }
 
@@ -170,6 +184,17 @@ async fn sweep(
             tokio::time::sleep(BETWEEN_BATCHES).await;
         }
     }
+    if let Some(before) = retention.forget_before() {
+        for _ in 0..MAX_BATCHES {
+            let forgotten = store.forget(before, BATCH).await?;
+            metrics.retention.orders_forgotten.inc_by(forgotten);
+            compacted_any |= forgotten > 0;
+            if forgotten < u64::from(BATCH) {
+                break;
+            }
+            tokio::time::sleep(BETWEEN_BATCHES).await;
+        }
+    }
     if compacted_any {
         store.reclaim().await?;
     }
@@ -212,6 +237,7 @@ mod tests {
         let retention = |delivered, idle| Retention {
             retain_delivered: Keep(delivered),
             retain_idle: Keep(idle),
+            retain_summary: Keep(None),
         };
         let days = |n: u64| Some(Duration::from_secs(n * 86_400));
         assert_eq!(
@@ -228,6 +254,11 @@ mod tests {
             Duration::from_millis(250)
         );
         assert!(!retention(None, None).is_on());
+        let forgetting = Retention {
+            retain_summary: Keep(Some(Duration::from_secs(4))),
+            ..retention(days(30), days(365))
+        };
+        assert_eq!(forgetting.every(), Duration::from_secs(1));
     }
 
     #[test]
@@ -245,5 +276,12 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(err.contains("RETAIN_IDLE") && err.contains("30d"), "{err}");
+        let parsed = Flags::try_parse_from(["x", "--retain-summary", "3y"])
+            .unwrap()
+            .retention;
+        assert_eq!(
+            parsed.retain_summary.0,
+            Some(humantime::parse_duration("3y").unwrap())
+        );
     }
 }

@@ -107,6 +107,14 @@ pub trait EventStore: Send + Sync + 'static {
     /// order compacted while idle may have events after its summary.
     async fn summaries(&self, orders: &[Uuid]) -> Result<Vec<Compaction>, StoreError>;
 
+    /// Forgets up to `limit` compacted orders whose last event is older than `before`
+    /// (`RETAIN_SUMMARY`), among the oldest summaries: their summary is deleted and they
+    /// are unknown from then on. Never the newest summary, which says where the log was
+    /// compacted through ([`Horizon::compacted_through`]), nor one of an order with events
+    /// after it. In one transaction that appends wait for, as [`EventStore::compact`].
+    /// Returns how many were forgotten.
+    async fn forget(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError>;
+
     /// Where the stored log begins: what a stream needs to know whether its client missed
     /// events that are gone (spec §12). Two indexed lookups.
     async fn horizon(&self) -> Result<Horizon, StoreError>;

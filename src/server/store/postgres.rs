@@ -14,12 +14,13 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
 use super::group_commit::{Batch, GroupCommit};
-use super::sql::{conflict, status_column, status_from_db, time_from_db};
+use super::sql::{conflict, status_column, status_from_db, time_from_db, FORGET};
 use super::{
     idle_candidates, Compacted, Compaction, Due, EventStore, Extent, Horizon, StoreError, IDLE_SCAN,
 };
@@ -365,6 +366,27 @@ impl EventStore for PostgresStore {
             let compacted = compact_due(&mut tx, due, limit).await?;
             tx.commit().await?;
             Ok(compacted)
+        })
+        .await
+    }
+
+    async fn forget(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {
+        in_time(async {
+            let mut tx = self.pool.begin().await?;
+            // An append checks the summary it follows under this lock: a summary is never
+            // forgotten between that check and the append's commit.
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(COMMIT_ORDER_LOCK)
+                .execute(&mut *tx)
+                .await?;
+            let forgotten = sqlx::query(FORGET)
+                .bind(i64::from(limit))
+                .bind(before.timestamp_millis())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            tx.commit().await?;
+            Ok(forgotten)
         })
         .await
     }

@@ -68,3 +68,16 @@ pub(super) fn time_from_db(ms: i64) -> DateTime<Utc> {
 pub(super) fn decode_error(what: &str) -> StoreError {
     StoreError::backend(format!("corrupt row: {what}"))
 }
+
+/// Forgets compacted orders (`RETAIN_SUMMARY`), the same statement on both backends: `$1`
+/// the most summaries looked at, `$2` the time in milliseconds their last event must be
+/// older than. Only the oldest `$1` summaries by their last id are looked at, so that a
+/// batch costs the same however many summaries there are (ids follow time: those are the
+/// oldest updates). Kept: one with events after it (an idle order that went on), and the
+/// newest, whose `last_id` is how far the log was compacted through.
+pub(super) const FORGET: &str = "DELETE FROM compacted WHERE order_id IN (
+         SELECT oldest.order_id
+         FROM (SELECT order_id, updated_ms FROM compacted ORDER BY last_id LIMIT $1) AS oldest
+         WHERE oldest.updated_ms < $2
+           AND NOT EXISTS (SELECT 1 FROM events WHERE events.order_id = oldest.order_id))
+     AND last_id < (SELECT max(last_id) FROM compacted)";

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use sqlx::sqlite::{
     SqliteAutoVacuum, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
@@ -16,7 +17,7 @@ use sqlx::{ConnectOptions, Connection, Row, SqliteConnection, SqlitePool};
 use uuid::Uuid;
 
 use super::group_commit::{Batch, GroupCommit};
-use super::sql::{conflict, decode_error, status_column, status_from_db, time_from_db};
+use super::sql::{conflict, decode_error, status_column, status_from_db, time_from_db, FORGET};
 use super::{
     idle_candidates, Compacted, Compaction, Due, EventStore, Extent, Horizon, StoreError, IDLE_SCAN,
 };
@@ -76,7 +77,12 @@ impl SqliteStore {
             // An embedded connection cannot go stale; a ping before each use would be one
             // more trip to its worker thread per query.
             .test_before_acquire(false)
-            .connect_with(options.clone())
+            // The pool reads, and writes only what the sweep writes (compactions, forgetting,
+            // vacuum steps): those commits need not wait for an fsync while appends wait
+            // behind them. In WAL mode that stays atomic, and the next append's commit
+            // (FULL, on the group commit's own connection) syncs the log they are in; a power
+            // cut before it undoes a compaction, which the next sweep does again.
+            .connect_with(options.clone().synchronous(SqliteSynchronous::Normal))
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         incremental_auto_vacuum(&options).await?;
@@ -485,6 +491,18 @@ impl EventStore for SqliteStore {
         let compacted = compact_due(&mut tx, due, limit, delivered).await?;
         tx.commit().await?;
         Ok(compacted)
+    }
+
+    async fn forget(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let _turn = self.write_turn.lock().await;
+        let forgotten = sqlx::query(FORGET)
+            .bind(i64::from(limit))
+            .bind(before.timestamp_millis())
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+        Ok(forgotten)
     }
 
     async fn summaries(&self, orders: &[Uuid]) -> Result<Vec<Compaction>, StoreError> {

@@ -239,6 +239,53 @@ async fn compaction_keeps_a_summary_and_the_rules_hold_against_it(backend: Backe
     assert!(horizon.compacted_through > Some(next.id));
 }
 
+async fn forgetting_drops_old_summaries_but_the_newest_and_those_followed_by_events(
+    backend: Backend,
+) {
+    let scratch = Scratch::new(backend).await;
+    let store = scratch.open().await;
+    let (idle, old, newest) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    order_from(store.as_ref(), idle, OrderStatus::Shipped, 400).await;
+    order_from(store.as_ref(), old, OrderStatus::Delivered, 40).await;
+    let last = order_from(store.as_ref(), newest, OrderStatus::Delivered, 35).await;
+    assert_eq!(compact_all(store.as_ref(), due_by_default(), 100).await, 3);
+    // The idle order goes on after its summary.
+    store
+        .append(&update(idle, OrderStatus::OutForDelivery))
+        .await
+        .unwrap();
+    let days_ago = |days| Utc::now() - chrono::TimeDelta::days(days);
+
+    // Nothing updated before 50 days ago but the idle one, which has an event since.
+    assert_eq!(store.forget(days_ago(50), 100).await.unwrap(), 0);
+    // Only the oldest summary is looked at: the idle one, kept.
+    assert_eq!(store.forget(days_ago(1), 1).await.unwrap(), 0);
+    // The old delivered one goes; the newest stays, however old.
+    assert_eq!(store.forget(days_ago(1), 100).await.unwrap(), 1);
+    let mut kept: Vec<Uuid> = store
+        .summaries(&[idle, old, newest])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.summary.id)
+        .collect();
+    kept.sort();
+    let mut expected = vec![idle, newest];
+    expected.sort();
+    assert_eq!(kept, expected);
+    assert_eq!(
+        store.horizon().await.unwrap().compacted_through,
+        Some(last[5].id)
+    );
+    assert_eq!(store.forget(days_ago(1), 100).await.unwrap(), 0);
+    // Forgotten: no events, no summary, as an order that never was.
+    assert!(store.events(old).await.unwrap().is_empty());
+    assert!(store
+        .append(&update(old, OrderStatus::Delivered))
+        .await
+        .is_err());
+}
+
 async fn retention_off_compacts_nothing(backend: Backend) {
     let scratch = Scratch::new(backend).await;
     let store = scratch.open().await;
@@ -582,6 +629,7 @@ on_both_stores!(
     ids_become_visible_in_commit_order_under_concurrency,
     compaction_keeps_a_summary_and_the_rules_hold_against_it,
     retention_off_compacts_nothing,
+    forgetting_drops_old_summaries_but_the_newest_and_those_followed_by_events,
 );
 
 /// The size of a SQLite database on disk: its file and its write-ahead log.
