@@ -315,3 +315,33 @@ async fn postgres_down_for_3_s_gets_503s_loses_nothing_acknowledged_and_streams_
         1 + acknowledged.len()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_simulation_goes_on_after_the_store_was_down_with_each_status_once() {
+    let database = postgres_database().await;
+    let relay_port = free_addr().port();
+    let (target, through_relay) = postgres_via(&database, relay_port);
+    let relay = Relay::start_on(target, relay_port).await;
+    let instance = Process::spawn(&through_relay, free_addr(), &[]).await;
+    let base = instance.base.clone();
+    let id = uuid::Uuid::new_v4().to_string();
+    let mut reader = SseReader::open(&format!("{base}/orders/{id}/stream"), None).await;
+    let started = client()
+        .post(format!("{base}/orders/{id}/simulate?interval_ms=400"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), 202);
+    assert_eq!(
+        reader.next_event().await.unwrap().status().as_deref(),
+        Some("Created")
+    );
+    // Down for 2 s under the running simulation, which publishes again until it is back.
+    relay.set_cut(true);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    relay.set_cut(false);
+    let mut events = vec!["Created".to_owned()];
+    events.extend(statuses(&reader.events_to_end().await));
+    assert_eq!(events, ALL);
+    assert_eq!(event_ids(&base, &id).await.len(), 6);
+}

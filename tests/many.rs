@@ -147,7 +147,7 @@ async fn a_stream_of_orders_not_placed_yet_waits_for_them_and_ends_when_all_are_
     );
     let mut reader = SseReader::open(&selection_url(&server, &[a.clone(), b.clone()]), None).await;
     assert_eq!(reader.response_status, 200);
-    assert_eq!(reader.next_frame().await, Some(Frame::Retry("3000".into())));
+    assert_retry(reader.next_frame().await);
     deliver(&server.base, &a).await;
     let mut frames = Vec::new();
     for _ in 0..6 {

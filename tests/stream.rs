@@ -23,7 +23,18 @@ async fn the_wire_format_is_exact_byte_for_byte() {
     let events = reader.events_to_end().await;
     assert_eq!(events.len(), 6);
 
-    let mut expected = String::from("retry: 3000\n\n");
+    // The first frame: this stream's own reconnect delay, between 3 and 6 s (spec §13).
+    let raw = String::from_utf8(reader.raw.clone()).unwrap();
+    let retry = raw
+        .strip_prefix("retry: ")
+        .and_then(|rest| rest.split_once("\n\n"))
+        .map(|(ms, _)| ms.to_owned())
+        .unwrap_or_else(|| panic!("no retry first: {raw:?}"));
+    assert!(
+        (3000..=6000).contains(&retry.parse::<u64>().unwrap()),
+        "{retry}"
+    );
+    let mut expected = format!("retry: {retry}\n\n");
     for event in order["events"].as_array().unwrap() {
         expected.push_str(&format!(
             "id: {}\nevent: order-update\ndata: {{\"orderId\":\"{}\",\"status\":\"{}\",\"timestamp\":\"{}\"}}\n\n",
@@ -33,7 +44,7 @@ async fn the_wire_format_is_exact_byte_for_byte() {
             event["timestamp"].as_str().unwrap(),
         ));
     }
-    assert_eq!(String::from_utf8(reader.raw.clone()).unwrap(), expected);
+    assert_eq!(raw, expected);
     // Timestamps: RFC 3339, UTC, milliseconds.
     let stamp = order["events"][0]["timestamp"].as_str().unwrap();
     assert_eq!(stamp.len(), "2026-11-23T23:10:00.123Z".len(), "{stamp}");
@@ -64,8 +75,8 @@ async fn two_subscribers_of_a_new_order_both_get_all_six_then_the_stream_ends() 
     let id = uuid::Uuid::new_v4().to_string();
     let mut first = SseReader::open(&stream_url(&server, &id), None).await;
     let mut second = SseReader::open(&stream_url(&server, &id), None).await;
-    assert_eq!(first.next_frame().await, Some(Frame::Retry("3000".into())));
-    assert_eq!(second.next_frame().await, Some(Frame::Retry("3000".into())));
+    assert_retry(first.next_frame().await);
+    assert_retry(second.next_frame().await);
 
     let response = client()
         .post(server.url(&format!("/orders/{id}/simulate?interval_ms=20")))
@@ -100,7 +111,7 @@ async fn a_late_subscriber_gets_the_history() {
         .await
         .unwrap();
     let mut late = SseReader::open(&stream_url(&server, &id), None).await;
-    assert_eq!(late.next_frame().await, Some(Frame::Retry("3000".into())));
+    assert_retry(late.next_frame().await);
     assert_eq!(
         late.next_event().await.unwrap().status().unwrap(),
         "Created"
@@ -216,7 +227,7 @@ async fn an_idle_stream_gets_keep_alive_comments() {
     let server = TestServer::start_with(|config| config.keepalive_secs = 1).await;
     let id = uuid::Uuid::new_v4().to_string();
     let mut reader = SseReader::open(&stream_url(&server, &id), None).await;
-    assert_eq!(reader.next_frame().await, Some(Frame::Retry("3000".into())));
+    assert_retry(reader.next_frame().await);
     assert_eq!(reader.next_frame().await, Some(Frame::KeepAlive));
     assert_eq!(reader.next_frame().await, Some(Frame::KeepAlive));
     assert!(String::from_utf8_lossy(&reader.raw).ends_with(": keep-alive\n\n"));
@@ -266,4 +277,82 @@ async fn more_streams_than_max_streams_get_503_with_retry_after() {
     assert!(response.headers().contains_key("retry-after"));
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"], "too_many_streams");
+}
+
+/// Posts `status` for the order; the answer's status code and body.
+async fn post_status(server: &TestServer, id: &str, status: &str) -> (u16, Value) {
+    let response = client()
+        .post(server.url(&format!("/api/orders/{id}/status")))
+        .json(&serde_json::json!({ "status": status }))
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_publish_sent_again_answers_the_stored_event_and_is_sent_once() {
+    let server = TestServer::start().await;
+    let id = create_order(&server.base).await;
+    // A back office that lost the answer sends the same status again (spec §14).
+    let (first_code, first) = post_status(&server, &id, "PaymentConfirmed").await;
+    let (again_code, again) = post_status(&server, &id, "PaymentConfirmed").await;
+    assert_eq!((first_code, again_code), (200, 200));
+    assert_eq!(first, again, "a retry must answer the event already stored");
+    // Going back, or skipping, is still refused.
+    for refused in ["Created", "Shipped"] {
+        let (code, body) = post_status(&server, &id, refused).await;
+        assert_eq!(
+            (code, body["error"].as_str()),
+            (409, Some("invalid_transition"))
+        );
+    }
+    assert_eq!(event_ids(&server.base, &id).await.len(), 2);
+    assert_eq!(
+        metric(&server.base, "order_tracking_events_published_total").await,
+        2.0
+    );
+
+    // The order's stream carries each status once; and a Delivered sent again answers the
+    // Delivered event too.
+    let mut reader = SseReader::open(&stream_url(&server, &id), None).await;
+    for status in [
+        "Packed",
+        "Shipped",
+        "Shipped",
+        "OutForDelivery",
+        "Delivered",
+    ] {
+        assert_eq!(post_status(&server, &id, status).await.0, 200, "{status}");
+    }
+    let (code, delivered) = post_status(&server, &id, "Delivered").await;
+    assert_eq!(
+        (code, delivered["status"].as_str()),
+        (200, Some("Delivered"))
+    );
+    let events = reader.events_to_end().await;
+    assert_every_status_once_in_id_order(&events);
+}
+
+#[tokio::test]
+async fn each_stream_draws_its_own_retry_so_a_crowd_comes_back_spread_out() {
+    let server = TestServer::start().await;
+    let id = create_order(&server.base).await;
+    let mut delays = Vec::new();
+    for _ in 0..30 {
+        let mut reader = SseReader::open(&stream_url(&server, &id), None).await;
+        match reader.next_frame().await {
+            Some(Frame::Retry(ms)) => delays.push(ms.parse::<u64>().unwrap()),
+            other => panic!("the first frame was {other:?}"),
+        }
+    }
+    assert!(
+        delays.iter().all(|ms| (3000..=6000).contains(ms)),
+        "{delays:?}"
+    );
+    // Spread over the range, not one value: 30 draws of 3,001 values.
+    let distinct: std::collections::HashSet<_> = delays.iter().collect();
+    assert!(distinct.len() >= 20, "{delays:?}");
+    let (low, high) = (delays.iter().min().unwrap(), delays.iter().max().unwrap());
+    assert!(high - low >= 1500, "{delays:?}");
 }

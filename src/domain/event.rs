@@ -8,8 +8,23 @@ use uuid::Uuid;
 use super::OrderStatus;
 
 /// How long a client waits before it reconnects to a stream that ended, in milliseconds: the
-/// stream's `retry:` line, and the delay before the page reopens a source the browser gave up on.
-pub const RETRY_MS: u64 = 3000;
+/// stream's `retry:` line, and the delay before the page reopens a source the browser gave up
+/// on. Drawn for each stream and each reopening between these two (spec §13), so that a crowd
+/// cut off at once (an instance dying under 10,000 streams) does not come back at once.
+pub const RETRY_MIN_MS: u64 = 3000;
+pub const RETRY_MAX_MS: u64 = 6000;
+
+/// The reconnect delay for a uniform draw `unit` in `[0, 1)` (the server's generator, the
+/// browser's `Math.random()`): spread evenly from [`RETRY_MIN_MS`] to [`RETRY_MAX_MS`].
+pub fn retry_ms(unit: f64) -> u64 {
+    let spread = (RETRY_MAX_MS - RETRY_MIN_MS) as f64;
+    let unit = if unit.is_finite() {
+        unit.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    RETRY_MIN_MS + (unit * spread).round() as u64
+}
 
 /// The id of a stored event: opaque to clients, increasing within an order (and across the
 /// whole store), the same across restarts. On the wire it is a decimal string.
@@ -109,6 +124,20 @@ pub(crate) mod millis {
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    #[test]
+    fn a_reconnect_delay_is_spread_over_three_to_six_seconds() {
+        assert_eq!(retry_ms(0.0), 3000);
+        assert_eq!(retry_ms(0.5), 4500);
+        assert_eq!(retry_ms(0.999_999_9), 6000);
+        // Whatever a generator gives, the delay stays in range.
+        for odd in [-1.0, 2.0, f64::NAN, f64::INFINITY] {
+            assert!(
+                (RETRY_MIN_MS..=RETRY_MAX_MS).contains(&retry_ms(odd)),
+                "{odd}"
+            );
+        }
+    }
 
     fn sample() -> OrderEvent {
         let at = Utc.with_ymd_and_hms(2026, 11, 23, 23, 10, 0).unwrap()

@@ -2,7 +2,7 @@
 mod event;
 mod order;
 
-pub use event::{EventId, OrderEvent, OrderStatusUpdate, RETRY_MS};
+pub use event::{retry_ms, EventId, OrderEvent, OrderStatusUpdate, RETRY_MAX_MS, RETRY_MIN_MS};
 pub use order::{
     parse_order_id, parse_order_reference, InvalidOrderId, Order, OrderStatus, OrderSummary,
     TransitionError, UnknownStatus,

@@ -26,13 +26,11 @@ use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 use web_sys::{BroadcastChannel, Event, MessageEvent};
 
-use crate::domain::{EventId, OrderEvent, OrderStatusUpdate, RETRY_MS};
+use crate::domain::{EventId, OrderEvent, OrderStatusUpdate};
 use crate::pages::connection::Connection;
-use crate::pages::source::Source;
+use crate::pages::source::{reopen_delay, Source};
 use crate::pages::time::local_label;
 
-/// Delay before reopening a source the browser gave up on: the server's `retry`.
-const REOPEN_AFTER: Duration = Duration::from_millis(RETRY_MS);
 /// Changes of the wanted orders within this delay make one reopening, not several. It is
 /// also the gap between closing the old stream and opening the new one: the server must
 /// read the close before it lets the old stream go, and on a busy 2-core machine that took
@@ -549,7 +547,7 @@ fn lost(tab: &Shared, gave_up: bool) {
                     reopen(&tab);
                 }
             },
-            REOPEN_AFTER,
+            reopen_delay(),
         );
     }
 }

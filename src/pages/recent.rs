@@ -3,13 +3,12 @@
 //! changes in place. Its own connection, not the tabs' shared one: it follows every order.
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::time::Duration;
 
 use leptos::prelude::*;
 
-use crate::domain::{EventId, OrderStatusUpdate, OrderSummary, RETRY_MS};
+use crate::domain::{EventId, OrderStatusUpdate, OrderSummary};
 use crate::pages::home::place_update;
-use crate::pages::source::Source;
+use crate::pages::source::{reopen_delay, Source};
 
 struct Feed {
     rows: RwSignal<Vec<OrderSummary>>,
@@ -72,7 +71,7 @@ fn open(feed: &Rc<RefCell<Feed>>) {
                         open(&feed);
                     }
                 },
-                Duration::from_millis(RETRY_MS),
+                reopen_delay(),
             );
         }
     };

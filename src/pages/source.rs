@@ -5,7 +5,14 @@ use wasm_bindgen::closure::Closure;
 use wasm_bindgen::JsCast;
 use web_sys::{Event, EventSource, MessageEvent};
 
-use crate::domain::EventId;
+use crate::domain::{retry_ms, EventId};
+
+/// How long to wait before reopening a source the browser gave up on: drawn each time
+/// between 3 and 6 s, as the server draws each stream's `retry` (spec §13), so that the
+/// pages an outage cut off do not all come back in the same second.
+pub fn reopen_delay() -> std::time::Duration {
+    std::time::Duration::from_millis(retry_ms(js_sys::Math::random()))
+}
 
 pub struct Source {
     source: EventSource,

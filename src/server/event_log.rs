@@ -54,16 +54,32 @@ impl EventLog {
 
     /// Stores `status` as the order's next event and, once it is durable, hands it to every
     /// subscriber. The returned event is what the publisher may acknowledge.
+    ///
+    /// A publish of the status the order already has is a retry whose answer was lost
+    /// (spec §14): it answers the event already stored, and nothing is stored or sent again.
+    /// Going back or skipping stays a conflict.
     pub async fn publish(
         &self,
         order_id: Uuid,
         status: OrderStatus,
     ) -> Result<OrderEvent, StoreError> {
         let update = OrderStatusUpdate::new(order_id, status, Utc::now());
-        let event = self.store.append(&update).await?;
-        self.metrics.events_published.inc();
-        self.hub.publish(&event);
-        Ok(event)
+        match self.store.append(&update).await {
+            Ok(event) => {
+                self.metrics.events_published.inc();
+                self.hub.publish(&event);
+                Ok(event)
+            }
+            Err(StoreError::Conflict(conflict)) => {
+                // Only a refused publish pays for this read.
+                let stored = self.store.events(order_id).await?.pop();
+                match stored {
+                    Some(last) if last.status() == status => Ok(last),
+                    _ => Err(StoreError::Conflict(conflict)),
+                }
+            }
+            Err(err) => Err(err),
+        }
     }
 
     /// Creates the order unless it exists; returns its current status.

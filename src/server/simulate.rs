@@ -90,13 +90,35 @@ impl Drop for Claim {
     }
 }
 
+/// How long the simulator waits before it publishes again after the store was unreachable,
+/// and for how long in all before it gives up.
+const OUTAGE_PAUSE: Duration = Duration::from_millis(500);
+const OUTAGE_LIMIT: Duration = Duration::from_secs(60);
+
 /// Publishes the statuses after `current` until `Delivered`. When another publisher moves
-/// the order on meanwhile, it carries on from wherever the order is.
+/// the order on meanwhile, it carries on from wherever the order is. While the store is
+/// unreachable it publishes the same status again (for up to a minute): a publish whose
+/// commit happened but whose answer was lost answers the stored event (spec §14), so a
+/// retry never stores a status twice.
 async fn run(log: &EventLog, order_id: Uuid, mut current: OrderStatus, interval: Duration) {
+    let mut outage_since: Option<tokio::time::Instant> = None;
     while let Some(next) = current.next() {
-        tokio::time::sleep(interval).await;
+        if outage_since.is_none() {
+            tokio::time::sleep(interval).await;
+        }
         match log.publish(order_id, next).await {
-            Ok(_) => current = next,
+            Ok(_) => {
+                current = next;
+                outage_since = None;
+            }
+            Err(StoreError::Unavailable(_))
+                if outage_since
+                    .get_or_insert_with(tokio::time::Instant::now)
+                    .elapsed()
+                    < OUTAGE_LIMIT =>
+            {
+                tokio::time::sleep(OUTAGE_PAUSE).await;
+            }
             Err(StoreError::Conflict(_)) => match log.order(order_id).await {
                 Ok(Some(order)) => current = order.status,
                 Ok(None) => return,

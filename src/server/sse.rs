@@ -1,18 +1,23 @@
 //! The Server-Sent Events wire format: the frames a stream is made of, as bytes. It knows
 //! nothing of HTTP, of subscribers or of the store, so that both the hub (which shares one
 //! encoded frame among every subscriber) and the stream handler (which writes them) sit above it.
-use std::sync::LazyLock;
-
 use bytes::Bytes;
 
-use crate::domain::{EventId, OrderEvent, RETRY_MS};
+use crate::domain::{retry_ms, EventId, OrderEvent};
 
 /// The name of every event frame (`event: order-update`), as the seed named it.
 pub const EVENT_NAME: &str = "order-update";
 
-/// The first frame of every stream: how long EventSource waits before reconnecting.
-pub static RETRY_FRAME: LazyLock<Bytes> =
-    LazyLock::new(|| Bytes::from(format!("retry: {RETRY_MS}\n\n")));
+/// The first frame of a stream: how long EventSource waits before reconnecting, drawn for
+/// each stream between 3 and 6 s (spec §13).
+pub fn retry_frame() -> Bytes {
+    retry_frame_of(retry_ms(fastrand::f64()))
+}
+
+/// The `retry` frame for a delay of `ms`.
+pub fn retry_frame_of(ms: u64) -> Bytes {
+    Bytes::from(format!("retry: {ms}\n\n"))
+}
 
 /// A comment frame sent on a quiet stream so that proxies and clients keep it open.
 pub const KEEPALIVE_FRAME: Bytes = Bytes::from_static(b": keep-alive\n\n");
@@ -76,8 +81,24 @@ mod tests {
     }
 
     #[test]
-    fn the_retry_frame_carries_the_shared_delay() {
-        assert_eq!(&RETRY_FRAME[..], b"retry: 3000\n\n");
+    fn each_stream_draws_its_own_retry_between_three_and_six_seconds() {
+        assert_eq!(&retry_frame_of(4321)[..], b"retry: 4321\n\n");
         assert_eq!(&KEEPALIVE_FRAME[..], b": keep-alive\n\n");
+        let drawn: std::collections::HashSet<u64> = (0..200)
+            .map(|_| {
+                let frame = retry_frame();
+                let text = std::str::from_utf8(&frame).unwrap();
+                let ms: u64 = text
+                    .strip_prefix("retry: ")
+                    .and_then(|rest| rest.strip_suffix("\n\n"))
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                assert!((3000..=6000).contains(&ms), "{ms}");
+                ms
+            })
+            .collect();
+        // Spread out, not one value: 200 draws over 3,001 values give well over 100.
+        assert!(drawn.len() > 100, "{}", drawn.len());
     }
 }

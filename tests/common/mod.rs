@@ -563,3 +563,15 @@ pub fn postgres_via(url: &str, relay_port: u16) -> (SocketAddr, String) {
     let target: SocketAddr = format!("{host}:{port}").parse().unwrap();
     (target, format!("{head}@127.0.0.1:{relay_port}/{database}"))
 }
+
+/// The frame is the stream's first, `retry:` with a delay drawn between 3000 and 6000 ms
+/// (spec §13).
+pub fn assert_retry(frame: Option<Frame>) {
+    match frame {
+        Some(Frame::Retry(ms)) => {
+            let ms: u64 = ms.parse().unwrap_or_else(|_| panic!("retry: {ms}"));
+            assert!((3000..=6000).contains(&ms), "retry: {ms}");
+        }
+        other => panic!("expected the retry frame, got {other:?}"),
+    }
+}

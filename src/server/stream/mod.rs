@@ -238,7 +238,7 @@ impl Frames {
         }
         if !self.retry_sent {
             self.retry_sent = true;
-            return Some(sse::RETRY_FRAME.clone());
+            return Some(sse::retry_frame());
         }
         // Then, when the client missed events that are gone, `reset` (spec §12).
         if let Some(earliest) = self.follower.take_reset() {
