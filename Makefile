@@ -11,7 +11,7 @@ export PATH := $(HOME)/.cargo/bin:$(CURDIR)/.tools/node_modules/.bin:$(PATH)
 TEST_RUSTFLAGS := --cfg erase_components
 export LEPTOS_OUTPUT_NAME := order-tracking
 
-.PHONY: run dev test test-rust test-e2e build release lint fmt setup clean publish-cost bench bench-smoke cluster lighthouse
+.PHONY: run dev test test-rust test-e2e build release lint fmt setup clean publish-cost bench bench-smoke cluster chaos lighthouse
 
 run: setup
 	cargo leptos serve
@@ -30,6 +30,7 @@ test:
 	$(MAKE) --no-print-directory test-rust
 	$(MAKE) --no-print-directory test-e2e
 	$(MAKE) --no-print-directory bench-smoke
+	$(MAKE) --no-print-directory chaos DURATION=30 SEED=20261202 CHAOS_CHART=target/chaos-smoke.svg
 
 # Inside a throw-away Postgres cluster (Debian's pg_virtualenv; works as root): the store and
 # cluster tests run on it as well as on SQLite. Redis servers are started by the tests.
@@ -84,6 +85,19 @@ bench: $(BENCH)
 bench-smoke: $(BENCH)
 	cargo leptos build
 	pg_virtualenv -t $(BENCH) --smoke --server target/debug/order-tracking
+
+# Random faults over three instances on Postgres and Redis behind nginx (scripts/cluster.sh),
+# a few hundred customers and retrying publishers, then a checker that compares every
+# customer's history with the store (bench/src/chaos/). DURATION in seconds; SEED repeats a
+# run (a random one is printed otherwise); CHAOS_SERVER another build (a release one for
+# the figures of BENCHMARKS.md). `make test` runs 30 s of it with a fixed seed.
+DURATION ?= 300
+CHAOS_SERVER ?= target/debug/order-tracking
+CHAOS_CHART ?= docs/chaos-ours.svg
+chaos: $(BENCH)
+	scripts/setup.sh test
+	cargo leptos build
+	$(BENCH) --chaos --duration $(DURATION) $(if $(SEED),--seed $(SEED)) --server $(CHAOS_SERVER) --chart $(CHAOS_CHART)
 
 # The pages as Lighthouse sees them (default mobile settings), on the release build: prints
 # Performance and Accessibility of `/` and an order's page and appends them to BENCHMARKS.md.

@@ -11,9 +11,11 @@
 //! sharing Redis, with the subscribers split over both and every publish through the first.
 //! It runs when the `PG*` variables name a Postgres server (`make bench` runs inside
 //! pg_virtualenv).
+mod chaos;
 mod scenarios;
 mod servers;
 mod soak;
+mod storm;
 mod wire;
 
 use std::fmt::Write as _;
@@ -76,6 +78,47 @@ struct Args {
     /// Which stores the soak runs on.
     #[arg(long, value_enum, default_value = "both")]
     soak_store: SoakStore,
+    /// The chaos run (issue 20, `make chaos`): three instances behind nginx on Postgres and
+    /// Redis (scripts/cluster.sh), random faults, customers and publishers, then the
+    /// checker. Exits non-zero on any loss, duplicate or reordering.
+    #[arg(long)]
+    chaos: bool,
+    /// How long the faults go on, in seconds.
+    #[arg(long, default_value_t = 300.0)]
+    duration: f64,
+    /// The seed of the faults and the workload (a random one when not given; printed).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// What the chaos run puts under the faults.
+    #[arg(long, value_enum, default_value = "ours")]
+    peer: chaos::Peer,
+    /// The Nchan-on-Redis config template of `--peer nchan`.
+    #[arg(long, default_value = "bench/nchan-redis.conf")]
+    nchan_redis_conf: PathBuf,
+    /// Customers in the chaos run.
+    #[arg(long, default_value_t = 300)]
+    customers: usize,
+    /// Where the chaos run draws its timeline.
+    #[arg(long, default_value = "docs/chaos-ours.svg")]
+    chart: PathBuf,
+    /// The reconnect storm (issue 20), not part of `make bench`: three instances on Postgres
+    /// and Redis, `--storm-streams` streams, the first instance killed; before and after
+    /// the jitter of `retry`. Run it inside pg_virtualenv.
+    #[arg(long)]
+    storm: bool,
+    #[arg(long, default_value_t = 30_000)]
+    storm_streams: usize,
+    /// A storm's client process (started by `--storm` itself).
+    #[arg(long, hide = true)]
+    storm_worker: bool,
+    #[arg(long, hide = true, value_delimiter = ',')]
+    storm_addrs: Vec<std::net::SocketAddr>,
+    #[arg(long, hide = true, value_delimiter = ',')]
+    storm_orders: Vec<String>,
+    #[arg(long, hide = true, default_value = "127.0.2.10")]
+    storm_source: std::net::Ipv4Addr,
+    #[arg(long, hide = true)]
+    storm_fixed_retry: bool,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -437,6 +480,7 @@ async fn run_soak(args: &Args) -> std::process::ExitCode {
     let env = [
         ("RETAIN_DELIVERED", soak::RETAIN_DELIVERED),
         ("RETAIN_IDLE", "off"),
+        ("RETAIN_SUMMARY", soak::RETAIN_SUMMARY),
     ];
     let mut ok = true;
     for store in ["sqlite", "postgres"] {
@@ -459,10 +503,11 @@ async fn run_soak(args: &Args) -> std::process::ExitCode {
         };
         let result = soak::soak(&server, args.soak_orders, args.soak_rate, 1_000).await;
         println!(
-            "\nSoak on {store}: {} orders at {} a second, 1,000 streams open, RETAIN_DELIVERED={}\n\n{}",
+            "\nSoak on {store}: {} orders at {} a second, 1,000 streams open, RETAIN_DELIVERED={}, RETAIN_SUMMARY={}\n\n{}",
             args.soak_orders,
             args.soak_rate,
             soak::RETAIN_DELIVERED,
+            soak::RETAIN_SUMMARY,
             result.table()
         );
         let chart = PathBuf::from(format!("docs/soak-{store}.svg"));
@@ -500,6 +545,45 @@ fn main() -> std::process::ExitCode {
         .enable_all()
         .build()
         .unwrap();
+    if args.storm_worker {
+        runtime.block_on(storm::worker(
+            args.storm_addrs.clone(),
+            args.storm_orders.clone(),
+            args.storm_streams,
+            args.storm_source,
+            args.storm_fixed_retry,
+        ));
+        return std::process::ExitCode::SUCCESS;
+    }
+    if args.storm {
+        let storms = runtime.block_on(storm::run(
+            &args.server,
+            &args.site_root,
+            args.storm_streams,
+        ));
+        println!(
+            "\nReconnect storm: {} streams on three instances, the first killed\n\n{}",
+            args.storm_streams,
+            storm::table(&storms)
+        );
+        return std::process::ExitCode::SUCCESS;
+    }
+    if args.chaos {
+        let settings = chaos::Settings {
+            peer: args.peer,
+            nchan_conf: args.nchan_redis_conf.clone(),
+            duration: args.duration,
+            seed: args.seed.unwrap_or_else(|| fastrand::u64(..)),
+            customers: args.customers,
+            server: args.server.clone(),
+            chart: args.chart.clone(),
+        };
+        return if runtime.block_on(chaos::run(&settings)) {
+            std::process::ExitCode::SUCCESS
+        } else {
+            std::process::ExitCode::FAILURE
+        };
+    }
     if args.soak {
         return runtime.block_on(run_soak(&args));
     }

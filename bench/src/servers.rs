@@ -227,6 +227,17 @@ impl Server {
         self.label
     }
 
+    /// Every instance's address (the first is [`Server::addr`]).
+    pub fn instances(&self) -> &[SocketAddr] {
+        &self.instances
+    }
+
+    /// `kill -9` of the first instance (the storm's fault).
+    pub fn kill_first(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Where subscriber `n` connects: the instances in turn.
     pub fn subscribe_addr(&self, n: usize) -> SocketAddr {
         self.instances[n % self.instances.len()]
