@@ -247,13 +247,19 @@ async fn an_event_whose_bus_message_never_arrives_still_reaches_every_instance()
     assert!(took <= BOUND, "{took:?}");
 }
 
-#[tokio::test]
-async fn postgres_down_for_3_s_gets_503s_loses_nothing_acknowledged_and_streams_resume() {
+/// One instance whose Postgres is reached through a relay a test can cut.
+async fn instance_through_a_relay() -> (Relay, Process) {
     let database = postgres_database().await;
     let relay_port = free_addr().port();
     let (target, through_relay) = postgres_via(&database, relay_port);
     let relay = Relay::start_on(target, relay_port).await;
     let instance = Process::spawn(&through_relay, free_addr(), &[]).await;
+    (relay, instance)
+}
+
+#[tokio::test]
+async fn postgres_down_for_3_s_gets_503s_loses_nothing_acknowledged_and_streams_resume() {
+    let (relay, instance) = instance_through_a_relay().await;
     let base = instance.base.clone();
     let created: Value = client()
         .post(format!("{base}/api/orders"))
@@ -318,11 +324,7 @@ async fn postgres_down_for_3_s_gets_503s_loses_nothing_acknowledged_and_streams_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_simulation_goes_on_after_the_store_was_down_with_each_status_once() {
-    let database = postgres_database().await;
-    let relay_port = free_addr().port();
-    let (target, through_relay) = postgres_via(&database, relay_port);
-    let relay = Relay::start_on(target, relay_port).await;
-    let instance = Process::spawn(&through_relay, free_addr(), &[]).await;
+    let (relay, instance) = instance_through_a_relay().await;
     let base = instance.base.clone();
     let id = uuid::Uuid::new_v4().to_string();
     let mut reader = SseReader::open(&format!("{base}/orders/{id}/stream"), None).await;

@@ -5,7 +5,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{client, create_order, deliver, event_ids, metric, order_json, Frame, SseReader};
+use common::{
+    client, create_order, deliver, event_ids, metric, order_json, post_status, Frame, SseReader,
+};
 use order_tracking::server::retention::{Keep, Retention};
 
 /// A server that compacts delivered orders two seconds after `Delivered`.
@@ -77,13 +79,7 @@ async fn a_compacted_order_keeps_its_summary_and_its_stream_says_204() {
         );
     }
     // Going back is refused, against the summary.
-    let refused = client()
-        .post(server.url(&format!("/api/orders/{id}/status")))
-        .json(&serde_json::json!({ "status": "Shipped" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(refused.status(), 409);
+    assert_eq!(post_status(&server.base, &id, "Shipped").await.0, 409);
 
     // Its page: the final status and its time, and that the steps are gone.
     let page = client()
@@ -241,13 +237,7 @@ async fn a_summary_past_retain_summary_is_forgotten_and_its_order_is_unknown() {
         .await
         .unwrap();
     assert_eq!(page.status(), 404);
-    let publish = client()
-        .post(server.url(&format!("/api/orders/{old}/status")))
-        .json(&serde_json::json!({ "status": "Delivered" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(publish.status(), 404);
+    assert_eq!(post_status(&server.base, &old, "Delivered").await.0, 404);
     // The newest summary stays: it says how far the log was compacted through.
     let kept = order_json(&server.base, &newest).await;
     assert_eq!(

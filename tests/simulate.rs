@@ -72,13 +72,7 @@ async fn only_the_remaining_statuses_are_published() {
     let server = TestServer::start().await;
     let id = create_order(&server.base).await;
     for status in ["PaymentConfirmed", "Packed"] {
-        let response = client()
-            .post(server.url(&format!("/api/orders/{id}/status")))
-            .json(&serde_json::json!({ "status": status }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
+        assert!(publish(&server.base, &id, status).await, "{status}");
     }
     deliver(&server.base, &id).await;
     let order = order_json(&server.base, &id).await;

@@ -279,29 +279,18 @@ async fn more_streams_than_max_streams_get_503_with_retry_after() {
     assert_eq!(body["error"], "too_many_streams");
 }
 
-/// Posts `status` for the order; the answer's status code and body.
-async fn post_status(server: &TestServer, id: &str, status: &str) -> (u16, Value) {
-    let response = client()
-        .post(server.url(&format!("/api/orders/{id}/status")))
-        .json(&serde_json::json!({ "status": status }))
-        .send()
-        .await
-        .unwrap();
-    (response.status().as_u16(), response.json().await.unwrap())
-}
-
 #[tokio::test]
 async fn a_publish_sent_again_answers_the_stored_event_and_is_sent_once() {
     let server = TestServer::start().await;
     let id = create_order(&server.base).await;
     // A back office that lost the answer sends the same status again (spec §14).
-    let (first_code, first) = post_status(&server, &id, "PaymentConfirmed").await;
-    let (again_code, again) = post_status(&server, &id, "PaymentConfirmed").await;
+    let (first_code, first) = post_status(&server.base, &id, "PaymentConfirmed").await;
+    let (again_code, again) = post_status(&server.base, &id, "PaymentConfirmed").await;
     assert_eq!((first_code, again_code), (200, 200));
     assert_eq!(first, again, "a retry must answer the event already stored");
     // Going back, or skipping, is still refused.
     for refused in ["Created", "Shipped"] {
-        let (code, body) = post_status(&server, &id, refused).await;
+        let (code, body) = post_status(&server.base, &id, refused).await;
         assert_eq!(
             (code, body["error"].as_str()),
             (409, Some("invalid_transition"))
@@ -323,9 +312,13 @@ async fn a_publish_sent_again_answers_the_stored_event_and_is_sent_once() {
         "OutForDelivery",
         "Delivered",
     ] {
-        assert_eq!(post_status(&server, &id, status).await.0, 200, "{status}");
+        assert_eq!(
+            post_status(&server.base, &id, status).await.0,
+            200,
+            "{status}"
+        );
     }
-    let (code, delivered) = post_status(&server, &id, "Delivered").await;
+    let (code, delivered) = post_status(&server.base, &id, "Delivered").await;
     assert_eq!(
         (code, delivered["status"].as_str()),
         (200, Some("Delivered"))

@@ -129,13 +129,19 @@ pub async fn metric_if_counted(base: &str, name: &str) -> Option<f64> {
 
 /// Publishes `status` for the order through the API; whether the server stored it.
 pub async fn publish(base: &str, id: &str, status: &str) -> bool {
+    post_status(base, id, status).await.0 == 200
+}
+
+/// `POST /api/orders/{id}/status` with `status`: the answer's status code and JSON body.
+pub async fn post_status(base: &str, id: &str, status: &str) -> (u16, Value) {
     let response = client()
         .post(format!("{base}/api/orders/{id}/status"))
         .json(&serde_json::json!({ "status": status }))
         .send()
         .await
         .unwrap();
-    response.status() == 200
+    let code = response.status().as_u16();
+    (code, response.json().await.unwrap_or(Value::Null))
 }
 
 /// The ids of an order's events, oldest first, through the API.
