@@ -70,7 +70,7 @@ cluster: build
 # the full scenarios, the table printed and appended to BENCHMARKS.md; then (5), one instance against two on a
 # throw-away Postgres with Redis. Takes a few minutes; not part of `make test`.
 BENCH := target/bench/release/sse-bench
-$(BENCH): bench/Cargo.toml bench/src/*.rs
+$(BENCH): bench/Cargo.toml bench/src/*.rs bench/src/*/*.rs
 	cd bench && CARGO_TARGET_DIR=../target/bench cargo build --release
 
 bench: $(BENCH)
@@ -89,15 +89,17 @@ bench-smoke: $(BENCH)
 # Random faults over three instances on Postgres and Redis behind nginx (scripts/cluster.sh),
 # a few hundred customers and retrying publishers, then a checker that compares every
 # customer's history with the store (bench/src/chaos/). DURATION in seconds; SEED repeats a
-# run (a random one is printed otherwise); CHAOS_SERVER another build (a release one for
-# the figures of BENCHMARKS.md). `make test` runs 30 s of it with a fixed seed.
+# run (a random one is printed otherwise); PEER=nchan puts two nginx + Nchan on Redis under
+# the same seed's Redis faults; CHAOS_SERVER another build (a release one for the figures of
+# BENCHMARKS.md). `make test` runs 30 s of it with a fixed seed.
 DURATION ?= 300
+PEER ?= ours
 CHAOS_SERVER ?= target/debug/order-tracking
-CHAOS_CHART ?= docs/chaos-ours.svg
+CHAOS_CHART ?= docs/chaos-$(PEER).svg
 chaos: $(BENCH)
 	scripts/setup.sh test
 	cargo leptos build
-	$(BENCH) --chaos --duration $(DURATION) $(if $(SEED),--seed $(SEED)) --server $(CHAOS_SERVER) --chart $(CHAOS_CHART)
+	$(BENCH) --chaos --peer $(PEER) --duration $(DURATION) $(if $(SEED),--seed $(SEED)) --server $(CHAOS_SERVER) --chart $(CHAOS_CHART)
 
 # The pages as Lighthouse sees them (default mobile settings), on the release build: prints
 # Performance and Accessibility of `/` and an order's page and appends them to BENCHMARKS.md.

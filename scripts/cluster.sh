@@ -134,8 +134,11 @@ sed -e "s|    server 127.0.0.1:3000 max_fails=1 fail_timeout=5s;|${upstreams%\\n
     deploy/nginx.conf >"$dir/site.conf"
 cat >"$dir/nginx.conf" <<CONF
 daemon off;
-# A master, so that \`kill -HUP\` reloads the configuration as a deployment does.
+# A master, so that \`kill -HUP\` reloads the configuration as a deployment does. Its worker
+# runs as whoever runs this (as root nginx would drop to nobody, who may not write its
+# temporary files into this folder; as anyone else the line is ignored).
 master_process on;
+user $(id -un) $(id -gn);
 worker_processes 1;
 pid $dir/nginx.pid.master;
 error_log $dir/nginx.error.log warn;

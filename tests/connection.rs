@@ -64,7 +64,10 @@ async fn after_a_204_or_an_error_the_connection_serves_the_next_request_and_afte
     connection.send(&get(&stream, "")).await;
     let through_router = connection.response().await;
     assert_eq!(through_router.status, 200);
-    assert_eq!(through_router.body, streamed.body);
+    assert_eq!(
+        same_but_retry(&through_router.body),
+        same_but_retry(&streamed.body)
+    );
 }
 
 #[tokio::test]
@@ -165,14 +168,18 @@ async fn http_1_0_and_bodies_go_to_the_router_and_get_the_same_stream() {
     while !old.take_line().await.is_empty() {}
     while old.fill().await {}
     assert_eq!(
-        old.read, direct.body,
+        same_but_retry(&old.read),
+        same_but_retry(&direct.body),
         "HTTP/1.0: the body ends with the connection"
     );
 
     let mut with_body = Connection::open(&server).await;
     with_body.send(&get(&path, "Content-Length: 2\r\n")).await;
     with_body.send(b"{}").await;
-    assert_eq!(with_body.response().await.body, direct.body);
+    assert_eq!(
+        same_but_retry(&with_body.response().await.body),
+        same_but_retry(&direct.body)
+    );
 }
 
 /// What the router's stream route answers to `request`: status, the headers both writers
@@ -286,8 +293,8 @@ async fn both_stream_writers_answer_every_request_alike() {
         assert_eq!(direct.0, routed.0, "{path}");
         assert_eq!(direct.1, routed.1, "{path}");
         assert_eq!(
-            String::from_utf8_lossy(&direct.2),
-            String::from_utf8_lossy(&routed.2),
+            same_but_retry(&direct.2),
+            same_but_retry(&routed.2),
             "{path}"
         );
     }

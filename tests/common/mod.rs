@@ -581,3 +581,19 @@ pub fn assert_retry(frame: Option<Frame>) {
         other => panic!("expected the retry frame, got {other:?}"),
     }
 }
+
+/// A stream's body with its `retry` delay blanked: each stream draws its own (spec §13), and
+/// the rest must be byte for byte the same.
+pub fn same_but_retry(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body).into_owned();
+    match text.find("retry: ") {
+        Some(at) => {
+            let digits = text[at + 7..]
+                .bytes()
+                .take_while(u8::is_ascii_digit)
+                .count();
+            format!("{}retry: ____{}", &text[..at], &text[at + 7 + digits..])
+        }
+        None => text,
+    }
+}
