@@ -500,8 +500,13 @@ async fn run_soak(args: &Args) -> std::process::ExitCode {
             // between two of autovacuum's default once-a-minute looks: its disk is a sawtooth
             // of that height. A store that compacts this fast wants autovacuum to look more
             // often (the README says so); the soak's throw-away cluster is set so.
-            for sql in ["ALTER SYSTEM SET autovacuum_naptime = '10s'", "SELECT pg_reload_conf()"] {
-                let _ = std::process::Command::new("psql").args(["-q", "-c", sql]).status();
+            for sql in [
+                "ALTER SYSTEM SET autovacuum_naptime = '10s'",
+                "SELECT pg_reload_conf()",
+            ] {
+                let _ = std::process::Command::new("psql")
+                    .args(["-q", "-c", sql])
+                    .status();
             }
             Server::start_ours_postgres_with(&args.server, &args.site_root, 1, &env).await
         } else {
