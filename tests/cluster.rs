@@ -123,12 +123,7 @@ async fn after_kill_9_of_its_instance_a_client_resumes_on_the_other_with_no_gap(
     let (_database, mut a, b) = two_instances(Some(&redis)).await;
     let id = uuid::Uuid::new_v4().to_string();
     let mut reader = SseReader::open(&format!("{}/orders/{id}/stream", a.base), None).await;
-    let simulate = client()
-        .post(format!("{}/orders/{id}/simulate?interval_ms=300", b.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(simulate.status(), 202);
+    start_simulation(&b.base, &id, 300).await;
     let mut seen = vec![reader.next_event().await.unwrap()];
     seen.push(reader.next_event().await.unwrap());
     a.signal("KILL");
@@ -169,12 +164,7 @@ async fn every_subscriber_gets_all_six_despite(
     }
     for (n, id) in orders.iter().enumerate() {
         let base = if n % 2 == 0 { &a.base } else { &b.base };
-        let started = client()
-            .post(format!("{base}/orders/{id}/simulate?interval_ms=400"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(started.status(), 202);
+        start_simulation(base, id, 400).await;
     }
     outage.await;
     // The moment the last status is in the store (polled every 20 ms).
@@ -328,12 +318,7 @@ async fn a_simulation_goes_on_after_the_store_was_down_with_each_status_once() {
     let base = instance.base.clone();
     let id = uuid::Uuid::new_v4().to_string();
     let mut reader = SseReader::open(&format!("{base}/orders/{id}/stream"), None).await;
-    let started = client()
-        .post(format!("{base}/orders/{id}/simulate?interval_ms=400"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(started.status(), 202);
+    start_simulation(&base, &id, 400).await;
     assert_eq!(
         reader.next_event().await.unwrap().status().as_deref(),
         Some("Created")

@@ -43,15 +43,7 @@ async fn after_kill_9_mid_simulation_every_status_arrives_exactly_once() {
     let id = uuid::Uuid::new_v4().to_string();
     let stream = format!("{}/orders/{id}/stream", server.base);
     let mut first = SseReader::open(&stream, None).await;
-    let response = client()
-        .post(format!(
-            "{}/orders/{id}/simulate?interval_ms=150",
-            server.base
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 202);
+    start_simulation(&server.base, &id, 150).await;
 
     // Read a few events, then crash the server.
     let mut seen = Vec::new();
@@ -69,15 +61,7 @@ async fn after_kill_9_mid_simulation_every_status_arrives_exactly_once() {
 
     let server = Process::spawn(&url, addr, &[]).await;
     let mut second = SseReader::open(&stream, Some(&last_id)).await;
-    let response = client()
-        .post(format!(
-            "{}/orders/{id}/simulate?interval_ms=20",
-            server.base
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 202);
+    start_simulation(&server.base, &id, 20).await;
     seen.extend(second.events_to_end().await);
 
     let ids = assert_every_status_once_in_id_order(&seen);

@@ -78,12 +78,7 @@ async fn two_subscribers_of_a_new_order_both_get_all_six_then_the_stream_ends() 
     assert_retry(first.next_frame().await);
     assert_retry(second.next_frame().await);
 
-    let response = client()
-        .post(server.url(&format!("/orders/{id}/simulate?interval_ms=20")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 202);
+    start_simulation(&server.base, &id, 20).await;
 
     let a = first.events_to_end().await;
     let b = second.events_to_end().await;

@@ -92,6 +92,18 @@ pub async fn create_order(base: &str) -> String {
     order["id"].as_str().unwrap().to_owned()
 }
 
+/// Starts a simulation of the order, `interval_ms` between statuses; it answers `202` at once.
+pub async fn start_simulation(base: &str, id: &str, interval_ms: u64) {
+    let response = client()
+        .post(format!(
+            "{base}/orders/{id}/simulate?interval_ms={interval_ms}"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+}
+
 /// Runs a whole simulation with no pause and waits for it.
 pub async fn deliver(base: &str, id: &str) {
     let response = client()
