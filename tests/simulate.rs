@@ -12,12 +12,7 @@ async fn answers_202_at_once_and_runs_on_without_the_caller() {
     let server = TestServer::start().await;
     let id = uuid::Uuid::new_v4().to_string();
     let started = Instant::now();
-    let response = client()
-        .post(server.url(&format!("/orders/{id}/simulate?interval_ms=50")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 202);
+    start_simulation(&server.base, &id, 50).await;
     assert!(started.elapsed() < Duration::from_millis(250 + 1000));
     // The Created event is stored before the response.
     let order = order_json(&server.base, &id).await;

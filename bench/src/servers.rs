@@ -31,20 +31,36 @@ pub struct Server {
     label: &'static str,
 }
 
-fn free_addr() -> SocketAddr {
+pub fn free_addr() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
 }
 
-fn temp_dir(name: &str) -> PathBuf {
+pub fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
         "sse-bench-{name}-{}",
         uuid::Uuid::new_v4().simple()
     ));
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// Starts Debian's nginx (with Nchan) on `conf`, written into `prefix` with its error log.
+pub fn spawn_nginx(prefix: &Path, conf: &str) -> Child {
+    std::fs::write(prefix.join("nginx.conf"), conf).unwrap();
+    Command::new("/usr/sbin/nginx")
+        .arg("-p")
+        .arg(prefix)
+        .arg("-e")
+        .arg(prefix.join("error.log"))
+        .arg("-c")
+        .arg(prefix.join("nginx.conf"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("nginx (Debian's nginx + libnginx-mod-nchan)")
 }
 
 impl Server {
@@ -179,18 +195,7 @@ impl Server {
             .unwrap()
             .replace("@PREFIX@", &dir.display().to_string())
             .replace("@PORT@", &addr.port().to_string());
-        std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-        let child = Command::new("/usr/sbin/nginx")
-            .arg("-p")
-            .arg(&dir)
-            .arg("-e")
-            .arg(dir.join("error.log"))
-            .arg("-c")
-            .arg(dir.join("nginx.conf"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("nginx (Debian's nginx + libnginx-mod-nchan)");
+        let child = spawn_nginx(&dir, &conf);
         let server = Self {
             kind: Kind::Nchan,
             addr,
@@ -209,7 +214,8 @@ impl Server {
         Self::wait_ready_at(self.addr, path, self.label).await
     }
 
-    async fn wait_ready_at(addr: SocketAddr, path: &str, name: &str) {
+    /// Waits (up to 20 s) until `path` at `addr` answers below 500.
+    pub async fn wait_ready_at(addr: SocketAddr, path: &str, name: &str) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let mut conn = Conn::new(addr);

@@ -169,13 +169,13 @@ async fn sweep(
     metrics: &Metrics,
 ) -> Result<Option<crate::domain::EventId>, StoreError> {
     let started = std::time::Instant::now();
-    let mut compacted_any = false;
+    let mut freed_any = false;
     if retention.is_on() {
         let due = retention.due();
         for _ in 0..MAX_BATCHES {
             let batch = store.compact(&Due { idle_after, ..due }, BATCH).await?;
             metrics.retention.orders_compacted.inc_by(batch.orders);
-            compacted_any |= batch.orders > 0;
+            freed_any |= batch.orders > 0;
             let more_idle = batch.idle_after.is_some() && idle_after != batch.idle_after;
             idle_after = batch.idle_after;
             if batch.orders < u64::from(BATCH) && !more_idle {
@@ -188,14 +188,14 @@ async fn sweep(
         for _ in 0..MAX_BATCHES {
             let forgotten = store.forget(before, BATCH).await?;
             metrics.retention.orders_forgotten.inc_by(forgotten);
-            compacted_any |= forgotten > 0;
+            freed_any |= forgotten > 0;
             if forgotten < u64::from(BATCH) {
                 break;
             }
             tokio::time::sleep(BETWEEN_BATCHES).await;
         }
     }
-    if compacted_any {
+    if freed_any {
         store.reclaim().await?;
     }
     let extent = store.extent().await?;

@@ -92,28 +92,26 @@ pub async fn create_order(base: &str) -> String {
     order["id"].as_str().unwrap().to_owned()
 }
 
-/// Starts a simulation of the order, `interval_ms` between statuses; it answers `202` at once.
-pub async fn start_simulation(base: &str, id: &str, interval_ms: u64) {
-    let response = client()
-        .post(format!(
-            "{base}/orders/{id}/simulate?interval_ms={interval_ms}"
-        ))
+/// `POST /orders/{id}/simulate?{query}`: the answer's status code.
+async fn simulate(base: &str, id: &str, query: &str) -> u16 {
+    client()
+        .post(format!("{base}/orders/{id}/simulate?{query}"))
         .send()
         .await
-        .unwrap();
-    assert_eq!(response.status(), 202);
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// Starts a simulation of the order, `interval_ms` between statuses; it answers `202` at once.
+pub async fn start_simulation(base: &str, id: &str, interval_ms: u64) {
+    let query = format!("interval_ms={interval_ms}");
+    assert_eq!(simulate(base, id, &query).await, 202);
 }
 
 /// Runs a whole simulation with no pause and waits for it.
 pub async fn deliver(base: &str, id: &str) {
-    let response = client()
-        .post(format!(
-            "{base}/orders/{id}/simulate?interval_ms=0&wait=true"
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    assert_eq!(simulate(base, id, "interval_ms=0&wait=true").await, 200);
 }
 
 /// A figure of `/metrics`.

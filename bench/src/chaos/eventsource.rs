@@ -128,13 +128,10 @@ impl EventSource {
             if let Some(end) = memmem::find(&head, b"\r\n\r\n") {
                 break end + 4;
             }
-            let read = tokio::select! {
-                read = stream.read(&mut chunk) => read,
-                _ = stop.wait_for(|s| *s) => return Ended::Stopped,
-            };
-            match read {
-                Ok(0) | Err(_) => return Ended::Again(self.retry),
-                Ok(n) => head.extend_from_slice(&chunk[..n]),
+            match read_or_stop(&mut stream, &mut chunk, &mut stop).await {
+                Read::Bytes(n) => head.extend_from_slice(&chunk[..n]),
+                Read::Closed => return Ended::Again(self.retry),
+                Read::Stopped => return Ended::Stopped,
             }
         };
         let text = String::from_utf8_lossy(&head[..body_start]).to_ascii_lowercase();
@@ -193,13 +190,10 @@ impl EventSource {
                 return Ended::Again(self.retry);
             }
             body.clear();
-            let read = tokio::select! {
-                read = stream.read(&mut chunk) => read,
-                _ = stop.wait_for(|s| *s) => return Ended::Stopped,
-            };
-            match read {
-                Ok(0) | Err(_) => return Ended::Again(self.retry),
-                Ok(n) => body.extend_from_slice(&chunk[..n]),
+            match read_or_stop(&mut stream, &mut chunk, &mut stop).await {
+                Read::Bytes(n) => body.extend_from_slice(&chunk[..n]),
+                Read::Closed => return Ended::Again(self.retry),
+                Read::Stopped => return Ended::Stopped,
             }
         }
     }
@@ -223,6 +217,30 @@ impl EventSource {
         );
         stream.write_all(request.as_bytes()).await?;
         Ok(stream)
+    }
+}
+
+/// What one read of a connection gave.
+enum Read {
+    Bytes(usize),
+    /// Closed or broken.
+    Closed,
+    /// The run is over.
+    Stopped,
+}
+
+/// Reads what has arrived, unless the run stops first.
+async fn read_or_stop(
+    stream: &mut TcpStream,
+    chunk: &mut [u8],
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+) -> Read {
+    tokio::select! {
+        read = stream.read(chunk) => match read {
+            Ok(0) | Err(_) => Read::Closed,
+            Ok(n) => Read::Bytes(n),
+        },
+        _ = stop.wait_for(|s| *s) => Read::Stopped,
     }
 }
 

@@ -177,7 +177,8 @@ impl Cluster {
         }
     }
 
-    async fn wait_port(port: u16, path: Option<&str>) {
+    /// Waits (up to 30 s) until `port` accepts, or answers `path` with `200`; whether it did.
+    pub async fn wait_port(port: u16, path: Option<&str>) -> bool {
         let deadline = Instant::now() + Duration::from_secs(30);
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
         while Instant::now() < deadline {
@@ -190,18 +191,19 @@ impl Cluster {
                     )
                     .await;
                     if matches!(answer, Ok(Ok((200, _)))) {
-                        return;
+                        return true;
                     }
                 }
                 None => {
                     if tokio::net::TcpStream::connect(addr).await.is_ok() {
-                        return;
+                        return true;
                     }
                 }
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         eprintln!("[chaos] port {port} did not come back within 30 s");
+        false
     }
 
     /// Does `fault`, holds it, undoes it, and waits until the part serves again; returns

@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::servers::{free_addr, spawn_nginx, temp_dir, Server};
 use crate::wire::{Conn, STATUSES};
 use checker::{Ack, Fault, History, Stored, Watch};
 use eventsource::EventSource;
@@ -261,13 +262,13 @@ async fn publish_order(
             published.lock().unwrap().attempts += 1;
             let answer =
                 tokio::time::timeout(ATTEMPT, conn.request("POST", &path, Some(&body))).await;
+            let acknowledged = match &answer {
+                Ok(Ok((code, reply))) => target.acknowledged(&order, status, *code, reply),
+                _ => None,
+            };
             match answer {
-                Ok(Ok((code, reply)))
-                    if target.acknowledged(&order, status, code, &reply).is_some() =>
-                {
-                    let id = target
-                        .acknowledged(&order, status, code, &reply)
-                        .unwrap_or(-1);
+                Ok(Ok(_)) if acknowledged.is_some() => {
+                    let id = acknowledged.unwrap_or(-1);
                     published.lock().unwrap().acks.push(Ack {
                         order: order.clone(),
                         status,
@@ -322,24 +323,13 @@ impl Drop for NchanRunning {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 /// Redis (with a start script and pid file as `scripts/cluster.sh` leaves them, so that the
 /// same faults apply) and two nginx + Nchan in Redis mode. Redis is Nchan's only store, so it
 /// gets what a store needs: an append-only file synced at every write (ours keeps its
 /// events in Postgres; its Redis is a doorbell).
 async fn start_nchan(template: &Path) -> Target {
-    let dir = std::env::temp_dir().join(format!(
-        "order-tracking-chaos-nchan-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let redis_port = free_port();
+    let dir = temp_dir("chaos-nchan");
+    let redis_port = free_addr().port();
     let start = format!(
         "#!/usr/bin/env bash\nredis-server --port {redis_port} --bind 127.0.0.1 --dir {dir} --save '' --appendonly yes --appendfsync always >>{dir}/redis.log 2>&1 </dev/null &\necho $! >{dir}/redis.pid\n",
         dir = dir.display()
@@ -354,52 +344,23 @@ async fn start_nchan(template: &Path) -> Target {
     Command::new(dir.join("redis.start"))
         .status()
         .expect("redis-server");
-    let redis = SocketAddr::from(([127, 0, 0, 1], redis_port));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while tokio::net::TcpStream::connect(redis).await.is_err() {
-        assert!(Instant::now() < deadline, "redis-server did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    assert!(
+        faults::Cluster::wait_port(redis_port, None).await,
+        "redis-server did not start"
+    );
     let template = std::fs::read_to_string(template).expect("the Nchan template");
     let mut children = Vec::new();
     let mut upstreams = Vec::new();
     for name in ["n1", "n2"] {
         let prefix = dir.join(name);
         std::fs::create_dir_all(&prefix).unwrap();
-        let port = free_port();
+        let addr = free_addr();
         let conf = template
             .replace("@PREFIX@", &prefix.display().to_string())
-            .replace("@PORT@", &port.to_string())
+            .replace("@PORT@", &addr.port().to_string())
             .replace("@REDIS@", &redis_port.to_string());
-        std::fs::write(prefix.join("nginx.conf"), conf).unwrap();
-        children.push(
-            Command::new("/usr/sbin/nginx")
-                .arg("-p")
-                .arg(&prefix)
-                .arg("-e")
-                .arg(prefix.join("error.log"))
-                .arg("-c")
-                .arg(prefix.join("nginx.conf"))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .spawn()
-                .expect("nginx (Debian's nginx + libnginx-mod-nchan)"),
-        );
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let mut conn = Conn::new(addr);
-            if matches!(conn.request("GET", "/pub/ready", None).await, Ok((code, _)) if code < 500)
-            {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "nginx + Nchan did not start (see {})",
-                prefix.display()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        children.push(spawn_nginx(&prefix, &conf));
+        Server::wait_ready_at(addr, "/pub/ready", "nginx + Nchan").await;
         upstreams.push(addr);
     }
     Target {
