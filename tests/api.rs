@@ -136,6 +136,9 @@ async fn every_route_answers_with_the_right_status_and_error_code() {
         (Method::GET, "/api/nothing/here".into(), vec![], vec![], 404, Some("not_found")),
         (Method::DELETE, "/api/orders".into(), vec![], vec![], 405, Some("method_not_allowed")),
         (Method::GET, format!("/orders/{id}/simulate"), vec![], vec![], 405, Some("method_not_allowed")),
+        (Method::POST, "/api/events".into(), vec![JSON], b"[]".to_vec(), 400, Some("bad_request")),
+        (Method::POST, "/api/events".into(), vec![], b"[]".to_vec(), 415, Some("unsupported_media_type")),
+        (Method::GET, "/api/events".into(), vec![], vec![], 405, Some("method_not_allowed")),
         (Method::GET, "/healthz".into(), vec![], vec![], 200, None),
         (Method::GET, "/metrics".into(), vec![], vec![], 200, None),
     ];
@@ -245,7 +248,8 @@ async fn with_an_admin_token_publishing_and_listing_need_it_and_one_order_stays_
     let good = [("authorization", "Bearer s3cret")];
     let id = created_order(&app, &good).await;
 
-    let guarded: [(Method, String, Vec<u8>, u16); 4] = [
+    let batch = format!(r#"[{{"orderId":"{id}","status":"PaymentConfirmed"}}]"#);
+    let guarded: [(Method, String, Vec<u8>, u16); 5] = [
         (Method::POST, "/api/orders".into(), vec![], 201),
         (
             Method::POST,
@@ -259,6 +263,7 @@ async fn with_an_admin_token_publishing_and_listing_need_it_and_one_order_stays_
             vec![],
             202,
         ),
+        (Method::POST, "/api/events".into(), batch.into_bytes(), 200),
         // A list of ids is a list of capabilities: listing is guarded like publishing.
         (Method::GET, "/api/orders".into(), vec![], 200),
     ];

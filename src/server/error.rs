@@ -44,9 +44,12 @@ pub enum AppError {
     /// A body sent without `Content-Type: application/json`.
     #[error("the body must be JSON, sent with `Content-Type: application/json`")]
     UnsupportedMediaType,
-    /// The body is over the limit.
-    #[error("the request body is larger than 16 KiB")]
+    /// The body is over the route's limit.
+    #[error("the request body is too large: at most 16 KiB, or 256 KiB for a batch")]
     PayloadTooLarge,
+    /// A batch of more than 1,000 events (`POST /api/events`).
+    #[error("a batch holds at most 1000 events; send the rest in another")]
+    TooManyItems,
     /// The body names a status that does not exist.
     #[error("{0}")]
     UnknownStatus(#[from] UnknownStatus),
@@ -93,6 +96,7 @@ impl AppError {
             AppError::OrderDelivered => (S::CONFLICT, "order_delivered"),
             AppError::UnsupportedMediaType => (S::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
             AppError::PayloadTooLarge => (S::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            AppError::TooManyItems => (S::PAYLOAD_TOO_LARGE, "too_many_items"),
             AppError::UnknownStatus(_) => (S::UNPROCESSABLE_ENTITY, "unknown_status"),
             AppError::MethodNotAllowed => (S::METHOD_NOT_ALLOWED, "method_not_allowed"),
             AppError::Timeout => (S::REQUEST_TIMEOUT, "timeout"),

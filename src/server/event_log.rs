@@ -12,7 +12,7 @@ use crate::domain::{EventId, Order, OrderEvent, OrderStatus, OrderStatusUpdate, 
 use crate::server::hub::{BusState, Delivery, History, Hub, Subscription};
 use crate::server::metrics::Metrics;
 use crate::server::retention::Retention;
-use crate::server::store::{EventStore, StoreError};
+use crate::server::store::{Appended, EventStore, StoreError};
 
 /// How many delivered orders' histories are kept encoded in memory.
 const DELIVERED_CACHE: usize = 10_000;
@@ -80,6 +80,56 @@ impl EventLog {
             }
             Err(err) => Err(err),
         }
+    }
+
+    /// Stores `updates` in one commit, in their order, then fans the stored events out, in
+    /// that order: each one's outcome, as [`EventLog::publish`] would answer it alone (a
+    /// status the order already had at that point in the batch is the stored event). `Err`:
+    /// the commit failed and nothing is stored.
+    ///
+    /// Every event is handed to the hub before any subscriber runs again, so a stream that
+    /// follows several of the batch's events is woken once for all of them.
+    pub async fn publish_all(
+        &self,
+        updates: &[(Uuid, OrderStatus)],
+    ) -> Result<Appended, StoreError> {
+        let now = Utc::now();
+        let updates: Vec<OrderStatusUpdate> = updates
+            .iter()
+            .map(|&(order_id, status)| OrderStatusUpdate::new(order_id, status, now))
+            .collect();
+        let mut outcomes = self.store.append_all(&updates).await?;
+        let stored: Vec<&OrderEvent> = outcomes.iter().filter_map(|o| o.as_ref().ok()).collect();
+        self.metrics.events_published.inc_by(stored.len() as u64);
+        for event in stored {
+            self.hub.publish(event);
+        }
+        // A refused update is a retry when its status was the order's last at its place in
+        // the batch: among the order's events, leaving out those this batch stored after it.
+        let mut histories: HashMap<Uuid, Vec<OrderEvent>> = HashMap::new();
+        for i in 0..outcomes.len() {
+            let Err(StoreError::Conflict(_)) = &outcomes[i] else {
+                continue;
+            };
+            let update = &updates[i];
+            let order_id = update.order_id;
+            let later = outcomes[i + 1..]
+                .iter()
+                .zip(&updates[i + 1..])
+                .filter(|(_, u)| u.order_id == order_id)
+                .find_map(|(outcome, _)| outcome.as_ref().ok().map(|event| event.id));
+            if !histories.contains_key(&order_id) {
+                histories.insert(order_id, self.store.events(order_id).await?);
+            }
+            let at_its_place = histories[&order_id]
+                .iter()
+                .take_while(|event| later.is_none_or(|later| event.id < later))
+                .last();
+            if let Some(last) = at_its_place.filter(|last| last.status() == update.status) {
+                outcomes[i] = Ok(last.clone());
+            }
+        }
+        Ok(outcomes)
     }
 
     /// Creates the order unless it exists; returns its current status.
@@ -581,6 +631,12 @@ mod tests {
     impl EventStore for Counting {
         async fn append(&self, update: &OrderStatusUpdate) -> Result<OrderEvent, StoreError> {
             self.inner.append(update).await
+        }
+        async fn append_all(
+            &self,
+            updates: &[OrderStatusUpdate],
+        ) -> Result<crate::server::store::Appended, StoreError> {
+            self.inner.append_all(updates).await
         }
         async fn events(&self, order_id: Uuid) -> Result<Vec<OrderEvent>, StoreError> {
             self.reads.fetch_add(1, Ordering::SeqCst);

@@ -1,6 +1,6 @@
 //! Everything that runs only on the server: where an event is stored ([`store`]), fanned out
 //! ([`hub`]), published and followed ([`event_log`]), framed ([`sse`]) and streamed
-//! ([`stream`]), and compacted when old ([`retention`]); where connections are accepted ([`serve`]); the demo producer ([`simulate`]); the JSON API ([`orders`]); who may do what
+//! ([`stream`]), and compacted when old ([`retention`]); where connections are accepted ([`serve`]); the demo producer ([`simulate`]); the JSON API ([`orders`], [`events`] for batches); who may do what
 //! ([`auth`]); operations ([`health`], [`metrics`]); and the wiring of all of it into one axum
 //! [`router`]. Each module that answers requests owns its routes and says there which
 //! guards they have.
@@ -11,6 +11,7 @@ pub mod config;
 pub mod edge;
 pub mod error;
 pub mod event_log;
+pub mod events;
 pub mod extract;
 pub mod health;
 pub mod hub;
@@ -189,6 +190,7 @@ pub fn router(state: AppState) -> Router {
     let pages = page_routes();
     Router::new()
         .merge(orders::routes())
+        .merge(events::routes())
         .merge(simulate::routes())
         .merge(stream::routes())
         .merge(health::routes())

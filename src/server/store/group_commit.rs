@@ -2,14 +2,20 @@
 //! and stores them in one transaction, so one fsync (and, on Postgres, one turn of the
 //! commit-order lock) acknowledges them all instead of one each. No append is answered before
 //! its transaction has committed.
+//!
+//! A publisher's batch (`POST /api/events`) is one unit here: its updates go into one
+//! transaction together, in their order, never split across two.
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
 
-use super::StoreError;
+use super::{Appended, StoreError};
 use crate::domain::{OrderEvent, OrderStatusUpdate};
 
-/// The most appends committed together.
+/// The most appends taken from the queue at once.
 const MAX_BATCH: usize = 256;
+/// The most updates committed together, unless one publisher's batch alone is larger (it is
+/// never split).
+const MAX_UPDATES: usize = 1024;
 
 /// What a backend does with a batch. The writer task owns it, so it may keep state of its own
 /// (SQLite keeps its connection).
@@ -23,10 +29,15 @@ pub(super) trait Batch: Send + 'static {
     ) -> Result<Vec<Result<OrderEvent, StoreError>>, StoreError>;
 }
 
-/// An append waiting for the writer, with where to send its outcome.
+/// What the writer answers for one publisher's updates: each update's outcome, in order, or
+/// the transaction's failure.
+type Outcomes = Result<Appended, StoreError>;
+
+/// One publisher's updates waiting for the writer (one, or a batch), with where to send their
+/// outcomes.
 struct Append {
-    update: OrderStatusUpdate,
-    done: oneshot::Sender<Result<OrderEvent, StoreError>>,
+    updates: Vec<OrderStatusUpdate>,
+    done: oneshot::Sender<Outcomes>,
 }
 
 /// The handle appends go through; the writer task ends with the last handle.
@@ -37,7 +48,7 @@ pub(super) struct GroupCommit {
 
 impl std::fmt::Debug for Append {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.update.fmt(f)
+        self.updates.fmt(f)
     }
 }
 
@@ -52,13 +63,22 @@ impl GroupCommit {
         &self,
         update: &OrderStatusUpdate,
     ) -> Result<OrderEvent, StoreError> {
+        self.append_all(vec![update.clone()])
+            .await?
+            .pop()
+            .unwrap_or_else(|| Err(StoreError::backend("the writer answered no outcome")))
+    }
+
+    /// Stores `updates` in one transaction, in their order: each update's outcome, or
+    /// `Err` when the transaction failed and none is stored.
+    pub(super) async fn append_all(&self, updates: Vec<OrderStatusUpdate>) -> Outcomes {
+        if updates.is_empty() {
+            return Ok(Vec::new());
+        }
         let (done, outcome) = oneshot::channel();
         let stopped = || StoreError::backend("the store's writer task has stopped");
         self.appends
-            .send(Append {
-                update: update.clone(),
-                done,
-            })
+            .send(Append { updates, done })
             .await
             .map_err(|_| stopped())?;
         outcome.await.map_err(|_| stopped())?
@@ -66,15 +86,42 @@ impl GroupCommit {
 }
 
 async fn write_appends(mut backend: impl Batch, mut waiting: mpsc::Receiver<Append>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    let mut updates = Vec::with_capacity(MAX_BATCH);
-    while waiting.recv_many(&mut batch, MAX_BATCH).await > 0 {
+    let mut batch: Vec<Append> = Vec::with_capacity(MAX_BATCH);
+    let mut updates = Vec::with_capacity(MAX_UPDATES);
+    // An append taken from the queue that would have made the last transaction too large.
+    let mut held: Option<Append> = None;
+    loop {
+        match held.take() {
+            Some(append) => batch.push(append),
+            None => match waiting.recv().await {
+                Some(append) => batch.push(append),
+                None => return,
+            },
+        }
+        let mut count = batch[0].updates.len();
+        while batch.len() < MAX_BATCH && count < MAX_UPDATES {
+            let Ok(append) = waiting.try_recv() else {
+                break;
+            };
+            if count + append.updates.len() > MAX_UPDATES {
+                held = Some(append);
+                break;
+            }
+            count += append.updates.len();
+            batch.push(append);
+        }
         updates.clear();
-        updates.extend(batch.iter().map(|append| append.update.clone()));
+        updates.extend(
+            batch
+                .iter()
+                .flat_map(|append| append.updates.iter().cloned()),
+        );
         match backend.write(&updates).await {
             Ok(outcomes) => {
-                for (append, outcome) in batch.drain(..).zip(outcomes) {
-                    let _ = append.done.send(outcome);
+                let mut outcomes = outcomes.into_iter();
+                for append in batch.drain(..) {
+                    let own = outcomes.by_ref().take(append.updates.len()).collect();
+                    let _ = append.done.send(Ok(own));
                 }
             }
             // Each publisher is told, and whoever answers it logs the cause once.

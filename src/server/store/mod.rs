@@ -66,6 +66,13 @@ pub trait EventStore: Send + Sync + 'static {
     /// smaller id becomes visible later.
     async fn append(&self, update: &OrderStatusUpdate) -> Result<OrderEvent, StoreError>;
 
+    /// Stores `updates` in one transaction, in their order (ids increase along the slice),
+    /// and returns each one's outcome in the same order: the event, or why it alone was
+    /// refused ([`StoreError::Conflict`]). An update may follow an earlier one of the same
+    /// order in the slice. `Err`: the transaction failed and none is stored. Returns only
+    /// once they are durable.
+    async fn append_all(&self, updates: &[OrderStatusUpdate]) -> Result<Appended, StoreError>;
+
     /// Every event of the order, oldest first (`Created` first); empty for an unknown order.
     async fn events(&self, order_id: Uuid) -> Result<Vec<OrderEvent>, StoreError>;
 
@@ -127,6 +134,9 @@ pub trait EventStore: Send + Sync + 'static {
     /// autovacuum does it there.
     async fn reclaim(&self) -> Result<(), StoreError>;
 }
+
+/// Each update's outcome, in the order of the updates.
+pub type Appended = Vec<Result<OrderEvent, StoreError>>;
 
 /// Which orders a sweep compacts: delivered before `delivered_before`, or with no event
 /// since `idle_before`; `None` turns that rule off.

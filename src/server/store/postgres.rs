@@ -22,7 +22,8 @@ use uuid::Uuid;
 use super::group_commit::{Batch, GroupCommit};
 use super::sql::{conflict, status_column, status_from_db, time_from_db, FORGET};
 use super::{
-    idle_candidates, Compacted, Compaction, Due, EventStore, Extent, Horizon, StoreError, IDLE_SCAN,
+    idle_candidates, Appended, Compacted, Compaction, Due, EventStore, Extent, Horizon, StoreError,
+    IDLE_SCAN,
 };
 use crate::domain::{EventId, OrderEvent, OrderStatus, OrderStatusUpdate, OrderSummary};
 
@@ -263,6 +264,10 @@ fn event_from_row(row: &PgRow) -> Result<OrderEvent, StoreError> {
 impl EventStore for PostgresStore {
     async fn append(&self, update: &OrderStatusUpdate) -> Result<OrderEvent, StoreError> {
         self.writer.append(update).await
+    }
+
+    async fn append_all(&self, updates: &[OrderStatusUpdate]) -> Result<Appended, StoreError> {
+        self.writer.append_all(updates.to_vec()).await
     }
 
     async fn events(&self, order_id: Uuid) -> Result<Vec<OrderEvent>, StoreError> {

@@ -19,7 +19,8 @@ use uuid::Uuid;
 use super::group_commit::{Batch, GroupCommit};
 use super::sql::{conflict, decode_error, status_column, status_from_db, time_from_db, FORGET};
 use super::{
-    idle_candidates, Compacted, Compaction, Due, EventStore, Extent, Horizon, StoreError, IDLE_SCAN,
+    idle_candidates, Appended, Compacted, Compaction, Due, EventStore, Extent, Horizon, StoreError,
+    IDLE_SCAN,
 };
 use crate::domain::{EventId, OrderEvent, OrderStatus, OrderStatusUpdate, OrderSummary};
 
@@ -395,6 +396,10 @@ impl EventStore for SqliteStore {
         // UNIQUE and the trigger decide inside the database, so two writers can never both
         // store the same status, nor skip one, whatever the code around them does.
         self.writer.append(update).await
+    }
+
+    async fn append_all(&self, updates: &[OrderStatusUpdate]) -> Result<Appended, StoreError> {
+        self.writer.append_all(updates.to_vec()).await
     }
 
     async fn events(&self, order_id: Uuid) -> Result<Vec<OrderEvent>, StoreError> {

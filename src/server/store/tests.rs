@@ -403,6 +403,50 @@ async fn a_group_commit_answers_each_append_on_its_own_and_keeps_them_all(backen
     }
 }
 
+async fn a_batch_is_one_commit_in_its_order_each_update_answered(backend: Backend) {
+    let scratch = Scratch::new(backend).await;
+    let store = scratch.open().await;
+    let orders: Vec<Uuid> = (0..200).map(|_| Uuid::new_v4()).collect();
+    // Each order's first five statuses, interleaved, then a skip and a duplicate: 1,002.
+    let mut batch: Vec<OrderStatusUpdate> = OrderStatus::ALL[..5]
+        .iter()
+        .flat_map(|&status| orders.iter().map(move |&order| update(order, status)))
+        .collect();
+    batch.push(update(orders[0], OrderStatus::Created));
+    batch.push(update(Uuid::new_v4(), OrderStatus::Packed));
+    // Single appends of other orders race it.
+    let others: Vec<Uuid> = (0..100).map(|_| Uuid::new_v4()).collect();
+    let singles = others.iter().map(|&order| {
+        let store = store.clone();
+        tokio::spawn(async move { store.append(&update(order, OrderStatus::Created)).await })
+    });
+    let (outcomes, singles) =
+        tokio::join!(store.append_all(&batch), futures::future::join_all(singles));
+    let outcomes = outcomes.unwrap();
+    assert_eq!(outcomes.len(), batch.len(), "one outcome per update");
+    let stored: Vec<&OrderEvent> = outcomes[..1000]
+        .iter()
+        .map(|o| o.as_ref().unwrap())
+        .collect();
+    for (event, sent) in stored.iter().zip(&batch) {
+        assert_eq!(&event.update, sent);
+    }
+    assert!(
+        stored.windows(2).all(|w| w[0].id < w[1].id),
+        "ids follow the slice"
+    );
+    assert!(matches!(outcomes[1000], Err(StoreError::Conflict(_))));
+    assert!(matches!(outcomes[1001], Err(StoreError::Conflict(_))));
+    // One commit: no other append's id falls inside the batch's.
+    let (first, last) = (stored[0].id, stored[999].id);
+    for single in singles {
+        let id = single.unwrap().unwrap().id;
+        assert!(id < first || id > last, "{id:?} inside {first:?}..{last:?}");
+    }
+    assert_eq!(store.events(orders[7]).await.unwrap().len(), 5);
+    assert!(store.append_all(&[]).await.unwrap().is_empty());
+}
+
 async fn recent_lists_newest_first_with_current_status(backend: Backend) {
     let scratch = Scratch::new(backend).await;
     let store = scratch.open().await;
@@ -622,6 +666,7 @@ on_both_stores!(
     the_schema_refuses_duplicates_skips_and_orphans,
     concurrent_writers_of_one_status_store_it_once,
     a_group_commit_answers_each_append_on_its_own_and_keeps_them_all,
+    a_batch_is_one_commit_in_its_order_each_update_answered,
     recent_lists_newest_first_with_current_status,
     events_survive_reopening_with_the_same_ids,
     events_after_reads_every_order_in_id_order,
