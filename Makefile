@@ -11,7 +11,7 @@ export PATH := $(HOME)/.cargo/bin:$(CURDIR)/.tools/node_modules/.bin:$(PATH)
 TEST_RUSTFLAGS := --cfg erase_components
 export LEPTOS_OUTPUT_NAME := order-tracking
 
-.PHONY: run dev test test-rust test-e2e build release lint fmt setup clean publish-cost bench bench-smoke cluster chaos lighthouse
+.PHONY: run dev test test-rust test-e2e api-check build release lint fmt setup clean publish-cost bench bench-smoke cluster chaos lighthouse
 
 run: setup
 	cargo leptos serve
@@ -29,6 +29,7 @@ test:
 	scripts/setup.sh test
 	$(MAKE) --no-print-directory test-rust
 	$(MAKE) --no-print-directory test-e2e
+	$(MAKE) --no-print-directory api-check
 	$(MAKE) --no-print-directory bench-smoke
 	$(MAKE) --no-print-directory chaos DURATION=30 SEED=20261202 CHAOS_CHART=target/chaos-smoke.svg
 
@@ -40,6 +41,12 @@ test-rust:
 test-e2e:
 	cargo leptos build
 	cd end2end && npx playwright test
+
+# The OpenAPI document through openapi-spec-validator, then schemathesis against a live
+# server with the token (scripts/api-check.sh).
+api-check:
+	cargo leptos build
+	scripts/api-check.sh target/debug/order-tracking
 
 # --precompress: brotli and gzip copies of the bundle beside it, served to browsers that accept them.
 release:

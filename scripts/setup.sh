@@ -13,6 +13,8 @@ cd "$(dirname "$0")/.."
 CARGO_LEPTOS_VERSION=0.3.10
 BINARYEN_VERSION=132
 LIGHTHOUSE_VERSION=12.8.2
+SCHEMATHESIS_VERSION=4.32.5
+SPEC_VALIDATOR_VERSION=0.9.0
 what=${1:-build}
 
 say() { printf '\033[1;34m==>\033[0m %s\n' "$*"; }
@@ -63,6 +65,17 @@ setup_test() {
   # Chromium for Playwright; nginx for the reverse-proxy test (tests/proxy.rs); Nchan, the
   # benchmark's peer (bench/); Postgres (with pg_virtualenv) and Redis for several instances.
   apt_install chromium nginx libnginx-mod-nchan postgresql redis-server curl openssl
+  # The OpenAPI document's checkers (scripts/api-check.sh), from PyPI, in a virtual
+  # environment of their own.
+  apt_install python3-venv
+  if ! .tools/venv/bin/schemathesis --version 2>/dev/null | grep -q " $SCHEMATHESIS_VERSION\$" \
+    || ! [ -x .tools/venv/bin/openapi-spec-validator ]; then
+    say "pip install schemathesis $SCHEMATHESIS_VERSION, openapi-spec-validator $SPEC_VALIDATOR_VERSION"
+    mkdir -p .tools
+    /usr/bin/python3 -m venv .tools/venv
+    .tools/venv/bin/pip install --quiet --disable-pip-version-check \
+      "schemathesis==$SCHEMATHESIS_VERSION" "openapi-spec-validator==$SPEC_VALIDATOR_VERSION"
+  fi
   if ! [ -d end2end/node_modules/@playwright/test ]; then
     say "npm ci in end2end/ (Playwright without its browser download)"
     (cd end2end && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --silent)

@@ -29,6 +29,11 @@ pub fn retry_ms(unit: f64) -> u64 {
 /// The id of a stored event: opaque to clients, increasing within an order (and across the
 /// whole store), the same across restarts. On the wire it is a decimal string.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(
+    feature = "ssr",
+    derive(utoipa::ToSchema),
+    schema(value_type = String, pattern = "^[0-9]+$", example = "42")
+)]
 pub struct EventId(pub i64);
 
 impl fmt::Display for EventId {
@@ -65,6 +70,7 @@ impl<'de> Deserialize<'de> for EventId {
 
 /// One status change of one order: the seed's `OrderStatusUpdate`, and the SSE `data` line.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct OrderStatusUpdate {
     pub order_id: Uuid,
@@ -89,6 +95,7 @@ impl OrderStatusUpdate {
 
 /// A stored event: an update with its id.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct OrderEvent {
     pub id: EventId,
     #[serde(flatten)]

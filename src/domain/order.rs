@@ -9,6 +9,7 @@ use super::OrderEvent;
 
 /// Where an order is on its way to the customer. The wire names are the variant names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub enum OrderStatus {
     Created,
     PaymentConfirmed,
@@ -154,6 +155,7 @@ pub fn parse_order_reference(raw: &str) -> Result<Uuid, InvalidOrderId> {
 
 /// An order with its whole history, as `GET /api/orders/{id}` returns it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Order {
     pub id: Uuid,
@@ -206,6 +208,7 @@ impl Order {
 
 /// An order without its events, as listed by `GET /api/orders`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct OrderSummary {
     pub id: Uuid,

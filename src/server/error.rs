@@ -124,10 +124,18 @@ impl From<StoreError> for AppError {
     }
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: &'a str,
-    message: String,
+/// The body of every error: a machine-readable code and a sentence for people.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody<'a> {
+    /// What went wrong, for programs: `bad_request`, `invalid_order_id`, `unauthorized`,
+    /// `order_not_found`, `invalid_transition`, `unknown_status`, `payload_too_large`,
+    /// `too_many_items`, `unsupported_media_type`, `simulation_running`, `order_delivered`,
+    /// `too_many_simulations`, `too_many_streams`, `too_many_client_streams`, `timeout`,
+    /// `unavailable`, `not_found`, `method_not_allowed`, `internal`.
+    #[schema(example = "invalid_transition")]
+    pub error: &'a str,
+    /// What went wrong, for people.
+    pub message: String,
 }
 
 impl IntoResponse for AppError {

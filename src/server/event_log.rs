@@ -1,5 +1,6 @@
 //! The event log as the rest of the server sees it: publishing stores an event durably, then
 //! fans it out; subscribing and reading go through the same place.
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -118,10 +119,11 @@ impl EventLog {
                 .zip(&updates[i + 1..])
                 .filter(|(_, u)| u.order_id == order_id)
                 .find_map(|(outcome, _)| outcome.as_ref().ok().map(|event| event.id));
-            if !histories.contains_key(&order_id) {
-                histories.insert(order_id, self.store.events(order_id).await?);
-            }
-            let at_its_place = histories[&order_id]
+            let history = match histories.entry(order_id) {
+                Entry::Occupied(known) => known.into_mut(),
+                Entry::Vacant(unread) => unread.insert(self.store.events(order_id).await?),
+            };
+            let at_its_place = history
                 .iter()
                 .take_while(|event| later.is_none_or(|later| event.id < later))
                 .last();

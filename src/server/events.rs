@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use crate::domain::{parse_order_id, OrderEvent, OrderStatus};
 use crate::server::auth::Admin;
-use crate::server::error::AppError;
+use crate::server::error::{AppError, ErrorBody};
 use crate::server::extract::{Expected, JsonBody};
 use crate::server::store::StoreError;
 use crate::server::{with_timeout, AppState};
@@ -39,19 +39,41 @@ pub fn routes() -> Router<AppState> {
 #[serde(transparent)]
 pub struct BatchBody(Vec<Map<String, Value>>);
 
+/// One item of a batch, as the document describes it (each is read by [`read_item`], so a
+/// malformed one fails alone).
+#[derive(utoipa::ToSchema)]
+#[schema(as = BatchItem)]
+#[schema(rename_all = "camelCase")]
+#[allow(dead_code)]
+struct BatchItemDoc {
+    /// The order's id, a UUID.
+    order_id: Uuid,
+    /// Its next status (or the one it has: a retry).
+    status: OrderStatus,
+}
+
 impl Expected for BatchBody {
     const EXPECTED: &'static str = r#"the body must be a JSON array of 1 to 1000 objects {"orderId": "<uuid>", "status": "<status>"}"#;
 }
 
 /// One item's result, in the item's place.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum ItemResult {
     /// Stored (or stored already: a retry), with its event.
-    Stored { status: u16, event: OrderEvent },
+    Stored {
+        /// Always 200.
+        #[schema(example = 200)]
+        status: u16,
+        event: OrderEvent,
+    },
     /// Refused, with the error body a single publish would have had.
     Refused {
+        /// 400 (a malformed item), 404 (no such order), 409 (not its next status) or 422
+        /// (an unknown status).
+        #[schema(example = 409)]
         status: u16,
+        /// The error's code, as in [`ErrorBody`].
         error: &'static str,
         message: String,
     },
@@ -86,6 +108,20 @@ fn read_item(item: &Map<String, Value>) -> Result<(Uuid, OrderStatus), AppError>
 
 /// `POST /api/events` with `[{"orderId": "…", "status": "Packed"}, …]`: `200` with one result
 /// per item, in order.
+#[utoipa::path(
+    post, path = "/api/events", tag = "orders",
+    request_body(content = Vec<BatchItemDoc>, content_type = "application/json",
+        description = "1 to 1000 status changes, stored in one commit in this order."),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "One result per item, in the items' order.", body = [ItemResult]),
+        (status = 400, description = "The body is not a JSON array of 1 to 1000 objects.", body = ErrorBody),
+        (status = 401, description = "A token is configured and this request lacks it.", body = ErrorBody),
+        (status = 413, description = "More than 1000 items (`too_many_items`), or a body over 256 KiB.", body = ErrorBody),
+        (status = 415, description = "The body is not sent as `application/json`.", body = ErrorBody),
+        (status = 503, description = "The store is unavailable; nothing was stored.", body = ErrorBody),
+    )
+)]
 pub async fn publish_batch(
     _: Admin,
     State(state): State<AppState>,

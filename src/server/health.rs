@@ -18,7 +18,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// What `/healthz` answers: `{"status", "store", "bus"}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Health {
     /// `ok`; `degraded` when only the bus is down (streams still work and catch up through
     /// the store); `down` when the store does not answer.
@@ -30,6 +30,13 @@ pub struct Health {
 
 /// `200` while the store answers (`ok`, or `degraded` when only the bus is down), `503` when
 /// it does not.
+#[utoipa::path(
+    get, path = "/healthz", tag = "operations",
+    responses(
+        (status = 200, description = "The store answers (`ok`; `degraded` when only the bus is down).", body = Health),
+        (status = 503, description = "The store does not answer (`down`).", body = Health),
+    )
+)]
 pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     let store_up = match state.event_log.ping().await {
         Ok(()) => true,
@@ -62,6 +69,13 @@ pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 /// Prometheus text format.
+#[utoipa::path(
+    get, path = "/metrics", tag = "operations",
+    responses(
+        (status = 200, description = "Every figure, in Prometheus' text format.", body = String,
+         content_type = "text/plain; version=0.0.4"),
+    )
+)]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -16,6 +16,7 @@ pub mod extract;
 pub mod health;
 pub mod hub;
 pub mod metrics;
+pub mod openapi;
 pub mod orders;
 pub mod retention;
 pub mod serve;
@@ -194,6 +195,7 @@ pub fn router(state: AppState) -> Router {
         .merge(simulate::routes())
         .merge(stream::routes())
         .merge(health::routes())
+        .merge(openapi::routes())
         .route("/api/{*rest}", any(|| async { AppError::NoRoute }))
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(orders::MAX_BODY_BYTES))

@@ -9,9 +9,10 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use crate::domain::{Order, OrderStatus};
+use crate::domain::{Order, OrderEvent, OrderStatus, OrderSummary};
 use crate::server::auth::Admin;
 use crate::server::error::AppError;
+use crate::server::error::ErrorBody;
 use crate::server::extract::{Expected, JsonBody, OrderId, Params};
 use crate::server::store::StoreError;
 use crate::server::{with_timeout, AppState};
@@ -31,6 +32,16 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// `POST /api/orders`: a new order, `Created`.
+#[utoipa::path(
+    post, path = "/api/orders", tag = "orders",
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "The new order, at `Created`.", body = Order,
+         headers(("Location" = String, description = "The order's page: `/orders/{id}`"))),
+        (status = 401, description = "A token is configured and this request lacks it.", body = ErrorBody),
+        (status = 503, description = "The store is unavailable; nothing was stored.", body = ErrorBody),
+    )
+)]
 pub async fn create(_: Admin, State(state): State<AppState>) -> Result<Response, AppError> {
     let order_id = Uuid::new_v4();
     let created = state
@@ -47,8 +58,11 @@ pub async fn create(_: Admin, State(state): State<AppState>) -> Result<Response,
         .into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// How many orders, from 1 to 100 (20 when left out).
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<u32>,
 }
 
@@ -58,6 +72,17 @@ impl Expected for ListQuery {
 }
 
 /// `GET /api/orders?limit=N`: the most recent orders, newest first.
+#[utoipa::path(
+    get, path = "/api/orders", tag = "orders",
+    params(ListQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The most recently created orders, newest first.", body = [OrderSummary]),
+        (status = 400, description = "`limit` is not a whole number from 1 to 100.", body = ErrorBody),
+        (status = 401, description = "A token is configured and this request lacks it.", body = ErrorBody),
+        (status = 503, description = "The store is unavailable.", body = ErrorBody),
+    )
+)]
 pub async fn list(
     _: Admin,
     State(state): State<AppState>,
@@ -71,6 +96,16 @@ pub async fn list(
 }
 
 /// `GET /api/orders/{id}`: the order with its events.
+#[utoipa::path(
+    get, path = "/api/orders/{id}", tag = "orders",
+    params(("id" = uuid::Uuid, Path, description = "The order's id, a UUID (another form is a `400`).")),
+    responses(
+        (status = 200, description = "The order with its stored events (`expired` once compacted).", body = Order),
+        (status = 400, description = "The id is not a UUID (`invalid_order_id`).", body = ErrorBody),
+        (status = 404, description = "No order has this id (`order_not_found`).", body = ErrorBody),
+        (status = 503, description = "The store is unavailable.", body = ErrorBody),
+    )
+)]
 pub async fn get_one(
     State(state): State<AppState>,
     OrderId(order_id): OrderId,
@@ -83,8 +118,11 @@ pub async fn get_one(
     Ok(Json(order).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+/// The next status of an order.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct AdvanceBody {
+    /// One of the six statuses, by its wire name (another name is a `422`).
+    #[schema(value_type = OrderStatus, example = "Packed")]
     status: String,
 }
 
@@ -93,6 +131,23 @@ impl Expected for AdvanceBody {
 }
 
 /// `POST /api/orders/{id}/status` with `{"status":"Packed"}`: the new event.
+#[utoipa::path(
+    post, path = "/api/orders/{id}/status", tag = "orders",
+    params(("id" = uuid::Uuid, Path, description = "The order's id, a UUID (another form is a `400`).")),
+    request_body(content = AdvanceBody, content_type = "application/json"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The event stored: the new one, or the one already stored when the order has this status (a retry).", body = OrderEvent),
+        (status = 400, description = "The id is not a UUID, or the body is not `{\"status\": \"<status>\"}`.", body = ErrorBody),
+        (status = 401, description = "A token is configured and this request lacks it.", body = ErrorBody),
+        (status = 404, description = "No order has this id.", body = ErrorBody),
+        (status = 409, description = "The status is not the order's next one (`invalid_transition`).", body = ErrorBody),
+        (status = 413, description = "The body is larger than 16 KiB.", body = ErrorBody),
+        (status = 415, description = "The body is not sent as `application/json`.", body = ErrorBody),
+        (status = 422, description = "The status is not one of the six (`unknown_status`).", body = ErrorBody),
+        (status = 503, description = "The store is unavailable; nothing was stored.", body = ErrorBody),
+    )
+)]
 pub async fn advance(
     _: Admin,
     State(state): State<AppState>,

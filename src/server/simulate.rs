@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::domain::OrderStatus;
 use crate::server::auth::Admin;
-use crate::server::error::AppError;
+use crate::server::error::{AppError, ErrorBody};
 use crate::server::event_log::EventLog;
 use crate::server::extract::{Expected, OrderId, Params};
 use crate::server::store::StoreError;
@@ -135,9 +135,13 @@ async fn run(log: &EventLog, order_id: Uuid, mut current: OrderStatus, interval:
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SimulateQuery {
+    /// Milliseconds between two statuses, from 0 to 60000 (2000 when left out).
+    #[param(maximum = 60000)]
     interval_ms: Option<u64>,
+    /// Answer only once the order is delivered (`200`), instead of at once (`202`).
     wait: Option<bool>,
 }
 
@@ -146,7 +150,8 @@ impl Expected for SimulateQuery {
         "query parameters: interval_ms, a whole number from 0 to 60000; wait, true or false";
 }
 
-#[derive(serde::Serialize)]
+/// A simulation under way.
+#[derive(serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct Started {
     order_id: Uuid,
@@ -159,6 +164,20 @@ pub fn routes() -> Router<AppState> {
     Router::new().route("/orders/{id}/simulate", post(simulate))
 }
 
+/// `POST /orders/{id}/simulate`: the seed's demo producer.
+#[utoipa::path(
+    post, path = "/orders/{id}/simulate", tag = "simulator",
+    params(("id" = uuid::Uuid, Path, description = "The order's id, a UUID; created when it does not exist."), SimulateQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "Started: the order's remaining statuses follow, `interval_ms` apart.", body = Started),
+        (status = 200, description = "With `wait=true`: the simulation has run to `Delivered`.", body = String, content_type = "text/plain"),
+        (status = 400, description = "The id is not a UUID, or a query parameter is malformed.", body = ErrorBody),
+        (status = 401, description = "A token is configured and this request lacks it.", body = ErrorBody),
+        (status = 409, description = "A simulation of this order is running (`simulation_running`), or it is delivered (`order_delivered`).", body = ErrorBody),
+        (status = 503, description = "1000 simulations are running (`too_many_simulations`, with `Retry-After`), or the store is unavailable.", body = ErrorBody),
+    )
+)]
 pub async fn simulate(
     _: Admin,
     State(state): State<AppState>,
