@@ -2,7 +2,8 @@
 //! printed side by side with the ratio ours/Nchan.
 //!
 //! (1) N subscribers on one order, 5 status events; (2) N subscribers over M orders, 5 events
-//! each; (3) a connect storm of N subscribers each replaying a delivered order's 6 events;
+//! each, one request per event; (2b) the same with each round published as batches
+//! (`POST /api/events`; Nchan has no batch and publishes one message per request); (3) a connect storm of N subscribers each replaying a delivered order's 6 events;
 //! (4) resident memory per idle subscriber on a fresh server process; (6) as many subscribers
 //! on one order as one process may hold here (the open-file limit is 20,000), on a fresh
 //! process: all must connect and get every event.
@@ -135,12 +136,15 @@ enum Only {
     One,
     /// (2): subscribers over `--orders` orders.
     Many,
+    /// (2b): the same, each round published as batches.
+    Batches,
 }
 
 struct Results {
     one: Fanout,
     most: Fanout,
     many: Fanout,
+    batches: Fanout,
     replay: Replay,
     idle_kib: f64,
     idle_connected: usize,
@@ -178,6 +182,19 @@ async fn run(kind: Kind, args: &Args) -> Results {
     );
     let many = scenarios::fanout(&server, args.subscribers, args.orders).await;
     eprintln!(
+        "[{}] (2b) {} subscribers over {} orders, rounds published as batches",
+        server.name(),
+        args.subscribers,
+        args.orders
+    );
+    let batches = scenarios::fanout_publishing(
+        &server,
+        args.subscribers,
+        args.orders,
+        scenarios::Publishing::Batches,
+    )
+    .await;
+    eprintln!(
         "[{}] (3) connect storm of {} replaying subscribers",
         server.name(),
         args.subscribers
@@ -196,6 +213,7 @@ async fn run(kind: Kind, args: &Args) -> Results {
         one,
         most,
         many,
+        batches,
         replay,
         idle_kib,
         idle_connected,
@@ -230,6 +248,7 @@ fn table(ours: &Results, nchan: &Results, args: &Args) -> String {
     for (label, o, n) in [
         ("(1) one order", &ours.one, &nchan.one),
         ("(2) many orders", &ours.many, &nchan.many),
+        ("(2b) many orders, batches", &ours.batches, &nchan.batches),
     ] {
         row(
             &format!("{label}: latency p50"),
@@ -425,6 +444,7 @@ fn failures(name: &str, results: &Results, subscribers: usize) -> Vec<String> {
     for (label, fanout) in [
         ("(1)", &results.one),
         ("(2)", &results.many),
+        ("(2b)", &results.batches),
         ("(6)", &results.most),
     ] {
         problems.extend(fanout_failures(name, label, fanout));
@@ -614,11 +634,12 @@ fn main() -> std::process::ExitCode {
             } else {
                 Server::start_ours(&args.server, &args.site_root).await
             };
-            let orders = match only {
-                Only::One => 1,
-                Only::Many => args.orders,
+            let (orders, publishing) = match only {
+                Only::One => (1, scenarios::Publishing::Single),
+                Only::Many => (args.orders, scenarios::Publishing::Single),
+                Only::Batches => (args.orders, scenarios::Publishing::Batches),
             };
-            scenarios::fanout(&server, args.subscribers, orders).await
+            scenarios::fanout_publishing(&server, args.subscribers, orders, publishing).await
         });
         let ms = |p: f64| percentile(&fanout.latencies_us, p) / 1000.0;
         println!(

@@ -209,6 +209,34 @@ async fn publish_all(
     failures
 }
 
+/// Publishes status `index` to every channel, each publisher connection sending its share as
+/// one batch; every event of a batch counts as published when the batch is sent.
+async fn publish_batches(
+    server: &Server,
+    conns: &mut [Conn],
+    names: &[String],
+    index: usize,
+    shared: &Arc<Shared>,
+) -> usize {
+    let per = names.len().div_ceil(conns.len());
+    let tasks = conns
+        .iter_mut()
+        .zip(names.chunks(per).enumerate())
+        .map(|(conn, (part, chunk))| {
+            let shared = shared.clone();
+            async move {
+                let now = shared.now();
+                for offset in 0..chunk.len() {
+                    shared.published[(part * per + offset) * 6 + index]
+                        .store(now, Ordering::Release);
+                }
+                let stored = server.publish_batch(conn, chunk, index).await;
+                chunk.len() - stored
+            }
+        });
+    futures::future::join_all(tasks).await.into_iter().sum()
+}
+
 #[derive(Default, Debug, Clone)]
 pub struct Fanout {
     pub latencies_us: Vec<u32>,
@@ -225,9 +253,29 @@ pub struct Fanout {
     pub rss_connected_kib: u64,
 }
 
+/// How a round of (2) is published.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Publishing {
+    /// One request per event (2).
+    Single,
+    /// (2b): each publisher connection sends its share of the round as one batch
+    /// (`POST /api/events`); Nchan, which has no batch, publishes one message per request.
+    Batches,
+}
+
 /// `subscribers` spread over `orders` channels; statuses 1..=5 published to every channel,
 /// one round at a time.
 pub async fn fanout(server: &Server, subscribers: usize, orders: usize) -> Fanout {
+    fanout_publishing(server, subscribers, orders, Publishing::Single).await
+}
+
+/// [`fanout`], publishing each round as `publishing` says.
+pub async fn fanout_publishing(
+    server: &Server,
+    subscribers: usize,
+    orders: usize,
+    publishing: Publishing,
+) -> Fanout {
     let names = channels(server, orders).await;
     let shared = Shared::new(orders);
     let cpu_before = server.cpu_seconds();
@@ -270,7 +318,12 @@ pub async fn fanout(server: &Server, subscribers: usize, orders: usize) -> Fanou
     let mut fanout_total = Duration::ZERO;
     for index in 1..=5 {
         let started = Instant::now();
-        result.failed_publishes += publish_all(server, &mut conns, &names, index, &shared).await;
+        result.failed_publishes += match publishing {
+            Publishing::Batches if server.kind == Kind::Ours => {
+                publish_batches(server, &mut conns, &names, index, &shared).await
+            }
+            _ => publish_all(server, &mut conns, &names, index, &shared).await,
+        };
         wait_for(&shared.received[index], connected, ROUND_TIMEOUT).await;
         let took = started.elapsed();
         fanout_total += took;

@@ -267,6 +267,21 @@ impl Server {
         self.handle().publish(conn, channel, index).await
     }
 
+    /// Publishes status `index` of each channel's order in one batch (`POST /api/events`,
+    /// ours only); returns how many were stored.
+    pub async fn publish_batch(&self, conn: &mut Conn, channels: &[String], index: usize) -> usize {
+        let status = STATUSES[index];
+        let items: Vec<String> = channels
+            .iter()
+            .map(|channel| format!("{{\"orderId\":\"{channel}\",\"status\":\"{status}\"}}"))
+            .collect();
+        let body = format!("[{}]", items.join(","));
+        match conn.request("POST", "/api/events", Some(&body)).await {
+            Ok((200, answer)) => memchr::memmem::find_iter(&answer, b"{\"status\":200,").count(),
+            _ => 0,
+        }
+    }
+
     /// The statuses a fresh channel already has (ours: `Created`).
     pub fn initial_events(&self) -> usize {
         match self.kind {
