@@ -64,23 +64,11 @@ impl EventLog {
         order_id: Uuid,
         status: OrderStatus,
     ) -> Result<OrderEvent, StoreError> {
-        let update = OrderStatusUpdate::new(order_id, status, Utc::now());
-        match self.store.append(&update).await {
-            Ok(event) => {
-                self.metrics.events_published.inc();
-                self.hub.publish(&event);
-                Ok(event)
-            }
-            Err(StoreError::Conflict(conflict)) => {
-                // Only a refused publish pays for this read.
-                let stored = self.store.events(order_id).await?.pop();
-                match stored {
-                    Some(last) if last.status() == status => Ok(last),
-                    _ => Err(StoreError::Conflict(conflict)),
-                }
-            }
-            Err(err) => Err(err),
-        }
+        // One update is a batch of one: the same commit, fan-out and retry rule.
+        self.publish_all(&[(order_id, status)])
+            .await?
+            .pop()
+            .unwrap_or_else(|| Err(StoreError::backend("the store answered no outcome")))
     }
 
     /// Stores `updates` in one commit, in their order, then fans the stored events out, in

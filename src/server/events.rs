@@ -18,6 +18,7 @@ use crate::domain::{parse_order_id, OrderEvent, OrderStatus};
 use crate::server::auth::Admin;
 use crate::server::error::{AppError, ErrorBody};
 use crate::server::extract::{Expected, JsonBody};
+use crate::server::orders::{creates_an_order, refusal};
 use crate::server::store::StoreError;
 use crate::server::{with_timeout, AppState};
 
@@ -140,9 +141,7 @@ pub async fn publish_batch(
     let mut updates = Vec::new();
     for (place, item) in items.iter().enumerate() {
         match read_item(item) {
-            // `Created` would create the order: that is `POST /api/orders`, so here the order
-            // must exist already (the store then answers it as a retry, or a conflict).
-            Ok((order_id, OrderStatus::Created)) if log.order(order_id).await?.is_none() => {
+            Ok((order_id, status)) if creates_an_order(log, order_id, status).await? => {
                 results.push(Some(ItemResult::refused(AppError::OrderNotFound)));
             }
             Ok(update) => {
@@ -157,11 +156,9 @@ pub async fn publish_batch(
     for ((place, (order_id, _)), outcome) in places.into_iter().zip(updates).zip(outcomes) {
         results[place] = Some(match outcome {
             Ok(event) => ItemResult::Stored { status: 200, event },
-            // Refused: because the order does not exist, or because of where it is.
-            Err(StoreError::Conflict(conflict)) => match log.order(order_id).await? {
-                Some(_) => ItemResult::refused(AppError::InvalidTransition(conflict)),
-                None => ItemResult::refused(AppError::OrderNotFound),
-            },
+            Err(StoreError::Conflict(conflict)) => {
+                ItemResult::refused(refusal(log, order_id, conflict).await?)
+            }
             Err(err) => return Err(err.into()),
         });
     }

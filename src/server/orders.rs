@@ -9,10 +9,11 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use crate::domain::{Order, OrderEvent, OrderStatus, OrderSummary};
+use crate::domain::{Order, OrderEvent, OrderStatus, OrderSummary, TransitionError};
 use crate::server::auth::Admin;
 use crate::server::error::AppError;
 use crate::server::error::ErrorBody;
+use crate::server::event_log::EventLog;
 use crate::server::extract::{Expected, JsonBody, OrderId, Params};
 use crate::server::store::StoreError;
 use crate::server::{with_timeout, AppState};
@@ -155,24 +156,38 @@ pub async fn advance(
     JsonBody(body): JsonBody<AdvanceBody>,
 ) -> Result<Response, AppError> {
     let status: OrderStatus = body.status.parse()?;
-    let exists = || async {
-        match state.event_log.order(order_id).await? {
-            Some(_) => Ok(()),
-            None => Err(AppError::OrderNotFound),
-        }
-    };
-    // `Created` would create the order: that is `POST /api/orders`, so here it must exist.
-    if status == OrderStatus::Created {
-        exists().await?;
+    if creates_an_order(&state.event_log, order_id, status).await? {
+        return Err(AppError::OrderNotFound);
     }
-    // Any other status is refused by the store unless its predecessor is stored, so the
-    // order's existence is only looked up to explain a refusal: one query per publish, not two.
     match state.event_log.publish(order_id, status).await {
         Ok(event) => Ok(Json(event).into_response()),
         Err(StoreError::Conflict(conflict)) => {
-            exists().await?;
-            Err(StoreError::Conflict(conflict).into())
+            Err(refusal(&state.event_log, order_id, conflict).await?)
         }
         Err(err) => Err(err.into()),
     }
+}
+
+/// Whether publishing `status` would create the order: `Created` of an unknown one. That is
+/// `POST /api/orders`; a publish of a status (one or in a batch) needs the order to exist.
+pub async fn creates_an_order(
+    log: &EventLog,
+    order_id: Uuid,
+    status: OrderStatus,
+) -> Result<bool, AppError> {
+    Ok(status == OrderStatus::Created && log.order(order_id).await?.is_none())
+}
+
+/// Why the store refused a status: the order does not exist (`404`), or the status is not
+/// its next one (`409`). Any status but `Created` is refused unless its predecessor is
+/// stored, so existence is only looked up to explain a refusal: one query per publish.
+pub async fn refusal(
+    log: &EventLog,
+    order_id: Uuid,
+    conflict: TransitionError,
+) -> Result<AppError, AppError> {
+    Ok(match log.order(order_id).await? {
+        Some(_) => AppError::InvalidTransition(conflict),
+        None => AppError::OrderNotFound,
+    })
 }
