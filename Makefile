@@ -75,7 +75,8 @@ cluster: build
 
 # The fan-out benchmark against Nchan (bench/): the release bundle's size, the release server,
 # the full scenarios, the table printed and appended to BENCHMARKS.md; then (5), one instance against two on a
-# throw-away Postgres with Redis. Takes a few minutes; not part of `make test`.
+# throw-away Postgres with Redis, and (7), 100,000 subscribers on six instances against Nchan's six
+# workers. Takes a few minutes; not part of `make test`.
 BENCH := target/bench/release/sse-bench
 $(BENCH): bench/Cargo.toml bench/src/*.rs bench/src/*/*.rs
 	cd bench && CARGO_TARGET_DIR=../target/bench cargo build --release

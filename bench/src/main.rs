@@ -10,13 +10,19 @@
 //!
 //! And ours against ours: (5) scenario (2) on Postgres, one instance against two instances
 //! sharing Redis, with the subscribers split over both and every publish through the first.
-//! It runs when the `PG*` variables name a Postgres server (`make bench` runs inside
+//! And (7), more subscribers than one process may hold here (100,000): ours on six instances
+//! sharing Postgres and Redis, every event published through the first, against Nchan with six
+//! workers, the clients in several processes, each from its own loopback address
+//! (`wide.rs`).
+//!
+//! (5) and (7) run when the `PG*` variables name a Postgres server (`make bench` runs inside
 //! pg_virtualenv).
 mod chaos;
 mod scenarios;
 mod servers;
 mod soak;
 mod storm;
+mod wide;
 mod wire;
 
 use std::fmt::Write as _;
@@ -120,6 +126,29 @@ struct Args {
     storm_source: std::net::Ipv4Addr,
     #[arg(long, hide = true)]
     storm_fixed_retry: bool,
+    /// Subscribers in scenario (7), over `--orders` orders: more than one process may hold,
+    /// so on several instances (ours: on Postgres and Redis; Nchan: workers) and from several
+    /// client processes.
+    #[arg(long, default_value_t = 100_000)]
+    wide_subscribers: usize,
+    /// Instances of ours, and Nchan's workers, in (7).
+    #[arg(long, default_value_t = 6)]
+    wide_instances: usize,
+    /// A (7) client process (started by the bench itself).
+    #[arg(long, hide = true)]
+    wide_worker: bool,
+    #[arg(long, hide = true, value_delimiter = ',')]
+    wide_addrs: Vec<std::net::SocketAddr>,
+    #[arg(long, hide = true, value_delimiter = ',')]
+    wide_paths: Vec<String>,
+    #[arg(long, hide = true, default_value_t = 0)]
+    wide_first: usize,
+    #[arg(long, hide = true, default_value_t = 0)]
+    wide_count: usize,
+    #[arg(long, hide = true, default_value_t = 0)]
+    wide_initial: usize,
+    #[arg(long, hide = true, default_value = "127.0.3.10")]
+    wide_source: std::net::Ipv4Addr,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -138,6 +167,9 @@ enum Only {
     Many,
     /// (2b): the same, each round published as batches.
     Batches,
+    /// (7): `--wide-subscribers` over several instances and client processes (ours on
+    /// Postgres: run it inside pg_virtualenv).
+    Wide,
 }
 
 struct Results {
@@ -426,6 +458,98 @@ fn cluster_table(cluster: &Cluster) -> String {
     out
 }
 
+/// Scenario (7) on one side: ours on `--wide-instances` instances sharing Postgres and
+/// Redis, or Nchan with as many workers.
+async fn run_wide(kind: Kind, args: &Args) -> wide::Wide {
+    let server = match kind {
+        Kind::Ours => {
+            Server::start_ours_postgres(&args.server, &args.site_root, args.wide_instances).await
+        }
+        Kind::Nchan => Server::start_nchan_workers(&args.nchan_conf, args.wide_instances).await,
+    };
+    eprintln!(
+        "[{}] (7) {} subscribers over {} orders, {} {}",
+        if kind == Kind::Ours { "ours" } else { "nchan" },
+        args.wide_subscribers,
+        args.orders,
+        args.wide_instances,
+        if kind == Kind::Ours {
+            "instances on Postgres and Redis"
+        } else {
+            "workers"
+        }
+    );
+    wide::run(&server, args.wide_subscribers, args.orders).await
+}
+
+fn wide_table(ours: &wide::Wide, nchan: &wide::Wide) -> String {
+    let mut out =
+        String::from("| figure | ours | nchan | ours/nchan |\n| --- | ---: | ---: | ---: |\n");
+    let ms = |w: &wide::Wide, p: f64| percentile(&w.latencies_us, p) / 1000.0;
+    let rows = [
+        (
+            "(7) subscribers connected",
+            ours.connected as f64,
+            nchan.connected as f64,
+            "",
+        ),
+        (
+            "(7) client processes",
+            ours.processes as f64,
+            nchan.processes as f64,
+            "",
+        ),
+        ("(7) losses", ours.losses as f64, nchan.losses as f64, ""),
+        (
+            "(7) duplicates",
+            ours.duplicates as f64,
+            nchan.duplicates as f64,
+            "",
+        ),
+        (
+            "(7) server memory per subscriber (PSS, all processes)",
+            ours.memory_per_subscriber_kib,
+            nchan.memory_per_subscriber_kib,
+            "KiB",
+        ),
+        (
+            "(7) fan-out per round (median)",
+            median(&ours.round_ms),
+            median(&nchan.round_ms),
+            "ms",
+        ),
+        ("(7) latency p50", ms(ours, 50.0), ms(nchan, 50.0), "ms"),
+        ("(7) latency p99", ms(ours, 99.0), ms(nchan, 99.0), "ms"),
+        (
+            "(7) server CPU (all processes)",
+            ours.cpu_s,
+            nchan.cpu_s,
+            "s",
+        ),
+    ];
+    for (figure, a, b, unit) in rows {
+        write_row(&mut out, figure, (a, b), unit, (a, b));
+    }
+    out
+}
+
+fn wide_failures(name: &str, wide: &wide::Wide) -> Option<String> {
+    (wide.connected < wide.subscribers
+        || wide.losses > 0
+        || wide.duplicates > 0
+        || wide.failed_publishes > 0)
+        .then(|| {
+            format!(
+                "{name} (7): {} of {} connected, {} losses, {} duplicates, {} failed publishes",
+                wide.connected,
+                wide.subscribers,
+                wide.losses,
+                wide.duplicates,
+                wide.failed_publishes
+            )
+        })
+}
+
 fn fanout_failures(name: &str, label: &str, fanout: &Fanout) -> Option<String> {
     (fanout.losses > 0
         || fanout.duplicates > 0
@@ -570,6 +694,7 @@ fn main() -> std::process::ExitCode {
         args.subscribers = 200;
         args.orders = 20;
         args.most = 300;
+        args.wide_subscribers = 600;
     }
     raise_fd_limit();
     // One runtime on one thread: the client gets one core, the server the other.
@@ -584,6 +709,17 @@ fn main() -> std::process::ExitCode {
             args.storm_streams,
             args.storm_source,
             args.storm_fixed_retry,
+        ));
+        return std::process::ExitCode::SUCCESS;
+    }
+    if args.wide_worker {
+        runtime.block_on(wide::worker(
+            args.wide_addrs.clone(),
+            args.wide_paths.clone(),
+            args.wide_first,
+            args.wide_count,
+            args.wide_initial,
+            args.wide_source,
         ));
         return std::process::ExitCode::SUCCESS;
     }
@@ -627,6 +763,29 @@ fn main() -> std::process::ExitCode {
         println!("(4) idle: RSS per subscriber {kib:.2} KiB ({connected} connected)");
         return std::process::ExitCode::SUCCESS;
     }
+    if let Some(Only::Wide) = args.only {
+        let kind = if args.on_nchan {
+            Kind::Nchan
+        } else {
+            Kind::Ours
+        };
+        let wide = runtime.block_on(run_wide(kind, &args));
+        let ms = |p: f64| percentile(&wide.latencies_us, p) / 1000.0;
+        println!(
+            "Wide: {} of {} connected from {} processes, {} losses, {} duplicates, {:.2} KiB per subscriber, round (median) {:.1} ms, p50 {:.2} ms, p99 {:.2} ms, CPU {:.2} s",
+            wide.connected,
+            wide.subscribers,
+            wide.processes,
+            wide.losses,
+            wide.duplicates,
+            wide.memory_per_subscriber_kib,
+            median(&wide.round_ms),
+            ms(50.0),
+            ms(99.0),
+            wide.cpu_s
+        );
+        return std::process::ExitCode::SUCCESS;
+    }
     if let Some(only) = args.only {
         let fanout = runtime.block_on(async {
             let server = if args.on_nchan {
@@ -638,6 +797,7 @@ fn main() -> std::process::ExitCode {
                 Only::One => (1, scenarios::Publishing::Single),
                 Only::Many => (args.orders, scenarios::Publishing::Single),
                 Only::Batches => (args.orders, scenarios::Publishing::Batches),
+                Only::Wide => unreachable!("handled above"),
             };
             scenarios::fanout_publishing(&server, args.subscribers, orders, publishing).await
         });
@@ -655,16 +815,21 @@ fn main() -> std::process::ExitCode {
         return std::process::ExitCode::SUCCESS;
     }
     let with_postgres = std::env::var_os("PGHOST").is_some();
-    let (ours, nchan, cluster) = runtime.block_on(async {
+    let (ours, nchan, cluster, wide) = runtime.block_on(async {
         let ours = run(Kind::Ours, &args).await;
         let nchan = run(Kind::Nchan, &args).await;
-        let cluster = if with_postgres {
-            Some(run_cluster(&args).await)
+        let (cluster, wide) = if with_postgres {
+            let cluster = run_cluster(&args).await;
+            let wide = (
+                run_wide(Kind::Ours, &args).await,
+                run_wide(Kind::Nchan, &args).await,
+            );
+            (Some(cluster), Some(wide))
         } else {
-            eprintln!("(5) skipped: no PG* variables (make bench runs inside pg_virtualenv)");
-            None
+            eprintln!("(5), (7) skipped: no PG* variables (make bench runs inside pg_virtualenv)");
+            (None, None)
         };
-        (ours, nchan, cluster)
+        (ours, nchan, cluster, wide)
     });
     let mut table = table(&ours, &nchan, &args);
     if let Some(cluster) = &cluster {
@@ -673,6 +838,16 @@ fn main() -> std::process::ExitCode {
             args.subscribers,
             args.orders,
             cluster_table(cluster)
+        ));
+    }
+    if let Some((ours, nchan)) = &wide {
+        table.push_str(&format!(
+            "\n{} subscribers over {} orders: ours on {} instances sharing Postgres and Redis, every event published through the first; Nchan with {} workers; the clients in several processes, each from its own loopback address:\n\n{}",
+            args.wide_subscribers,
+            args.orders,
+            args.wide_instances,
+            args.wide_instances,
+            wide_table(ours, nchan)
         ));
     }
     println!(
@@ -706,6 +881,10 @@ fn main() -> std::process::ExitCode {
     if let Some(cluster) = &cluster {
         problems.extend(fanout_failures("one instance", "(5)", &cluster.one));
         problems.extend(fanout_failures("two instances", "(5)", &cluster.two));
+    }
+    if let Some((ours, nchan)) = &wide {
+        problems.extend(wide_failures("ours", ours));
+        problems.extend(wide_failures("nchan", nchan));
     }
     for problem in &problems {
         eprintln!("problem: {problem}");

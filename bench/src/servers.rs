@@ -180,21 +180,41 @@ impl Server {
             others,
             dir,
             database: Some(database),
-            label: if instances > 1 {
-                "two instances"
-            } else {
-                "one instance"
+            label: match instances {
+                1 => "one instance",
+                2 => "two instances",
+                _ => "instances",
             },
         }
     }
 
     pub async fn start_nchan(template: &Path) -> Self {
+        Self::start_nchan_workers(template, 1).await
+    }
+
+    /// Nchan with `workers` worker processes under nginx's master (scenario (7)), sharing
+    /// the port (`reuseport`, so the kernel spreads the connections evenly: each worker may
+    /// hold no more than 20,000 descriptors here) and the channels (Nchan's shared memory).
+    pub async fn start_nchan_workers(template: &Path, workers: usize) -> Self {
         let dir = temp_dir("nchan");
         let addr = free_addr();
-        let conf = std::fs::read_to_string(template)
+        let mut conf = std::fs::read_to_string(template)
             .unwrap()
             .replace("@PREFIX@", &dir.display().to_string())
             .replace("@PORT@", &addr.port().to_string());
+        if workers > 1 {
+            conf = conf
+                .replace("master_process off;", "master_process on;")
+                .replace(
+                    "worker_processes 1;",
+                    &format!("worker_processes {workers};"),
+                )
+                .replace("backlog=8192;", "backlog=8192 reuseport;");
+            assert!(
+                conf.contains("master_process on;") && conf.contains("reuseport"),
+                "the Nchan template no longer has the settings (7) changes"
+            );
+        }
         let child = spawn_nginx(&dir, &conf);
         let server = Self {
             kind: Kind::Nchan,
@@ -310,6 +330,44 @@ impl Server {
             .unwrap_or(0)
     }
 
+    /// Proportional resident memory in KiB of every process of the server and their
+    /// children (nginx's workers): shared pages (Nchan's shared memory) counted once.
+    pub fn pss_total_kib(&self) -> u64 {
+        self.processes()
+            .into_iter()
+            .filter_map(|pid| {
+                let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+                rollup
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Pss:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            })
+            .sum()
+    }
+
+    /// The pids of the server's processes and all their descendants.
+    fn processes(&self) -> Vec<u32> {
+        let mut pids: Vec<u32> = std::iter::once(&self.child)
+            .chain(&self.others)
+            .map(Child::id)
+            .collect();
+        let mut at = 0;
+        while at < pids.len() {
+            let pid = pids[at];
+            if let Ok(children) =
+                std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            {
+                pids.extend(
+                    children
+                        .split_whitespace()
+                        .filter_map(|c| c.parse::<u32>().ok()),
+                );
+            }
+            at += 1;
+        }
+        pids
+    }
+
     /// What ours holds on disk, in bytes: the SQLite file and its log, or the Postgres
     /// database's size.
     pub fn disk_bytes(&self) -> u64 {
@@ -337,10 +395,10 @@ impl Server {
     pub fn cpu_seconds(&self) -> f64 {
         // SAFETY: sysconf only reads a process-wide setting.
         let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-        std::iter::once(&self.child)
-            .chain(&self.others)
-            .filter_map(|child| {
-                let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).ok()?;
+        self.processes()
+            .into_iter()
+            .filter_map(|pid| {
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
                 let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
                 let user: f64 = fields.get(11)?.parse().ok()?;
                 let system: f64 = fields.get(12)?.parse().ok()?;
@@ -403,6 +461,21 @@ impl Handle {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        // nginx's workers outlive a killed master: it is asked to stop them (SIGTERM, a fast
+        // shutdown), and whichever is left after two seconds is killed.
+        let workers: Vec<u32> = self.processes().split_off(1 + self.others.len());
+        if !workers.is_empty() {
+            // SAFETY: signals to processes this server started.
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            for pid in workers {
+                // SAFETY: as above.
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            }
+        }
         for child in std::iter::once(&mut self.child).chain(&mut self.others) {
             let _ = child.kill();
             let _ = child.wait();
