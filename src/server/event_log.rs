@@ -76,8 +76,10 @@ impl EventLog {
     /// status the order already had at that point in the batch is the stored event). `Err`:
     /// the commit failed and nothing is stored.
     ///
-    /// Every event is handed to the hub before any subscriber runs again, so a stream that
-    /// follows several of the batch's events is woken once for all of them.
+    /// The store's writer hands the events to the hub the moment they commit, all of a
+    /// transaction's before any subscriber runs again (a stream that follows several of the
+    /// batch's events is woken once for all of them) and before this call is woken: in
+    /// commit order, and even if the publisher went away meanwhile.
     pub async fn publish_all(
         &self,
         updates: &[(Uuid, OrderStatus)],
@@ -87,12 +89,19 @@ impl EventLog {
             .iter()
             .map(|&(order_id, status)| OrderStatusUpdate::new(order_id, status, now))
             .collect();
-        let mut outcomes = self.store.append_all(&updates).await?;
-        let stored: Vec<&OrderEvent> = outcomes.iter().filter_map(|o| o.as_ref().ok()).collect();
-        self.metrics.events_published.inc_by(stored.len() as u64);
-        for event in stored {
-            self.hub.publish(event);
-        }
+        let (hub, metrics) = (self.hub.clone(), self.metrics.clone());
+        let fan_out = move |outcomes: &[Result<OrderEvent, StoreError>]| {
+            let mut published = 0;
+            for event in outcomes.iter().filter_map(|o| o.as_ref().ok()) {
+                hub.publish(event);
+                published += 1;
+            }
+            metrics.events_published.inc_by(published);
+        };
+        let mut outcomes = self
+            .store
+            .append_all_then(&updates, Box::new(fan_out))
+            .await?;
         // A refused update is a retry when its status was the order's last at its place in
         // the batch: among the order's events, leaving out those this batch stored after it.
         let mut histories: HashMap<Uuid, Vec<OrderEvent>> = HashMap::new();
@@ -622,11 +631,12 @@ mod tests {
         async fn append(&self, update: &OrderStatusUpdate) -> Result<OrderEvent, StoreError> {
             self.inner.append(update).await
         }
-        async fn append_all(
+        async fn append_all_then(
             &self,
             updates: &[OrderStatusUpdate],
+            committed: crate::server::store::OnCommit,
         ) -> Result<crate::server::store::Appended, StoreError> {
-            self.inner.append_all(updates).await
+            self.inner.append_all_then(updates, committed).await
         }
         async fn events(&self, order_id: Uuid) -> Result<Vec<OrderEvent>, StoreError> {
             self.reads.fetch_add(1, Ordering::SeqCst);
@@ -897,6 +907,31 @@ mod tests {
             Followed::Event(delivery) => assert_eq!(delivery.id, third.id),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn an_event_committed_for_a_publisher_that_went_away_still_reaches_subscribers() {
+        use futures::FutureExt;
+        let (_dir, log) = log().await;
+        let order = Uuid::new_v4();
+        let mut follower = log
+            .follow(Selection::Orders(vec![order]), Resume::Start)
+            .await
+            .unwrap();
+        // Polled once (the update is queued for the store's writer), then dropped, as when
+        // the publisher's connection closes while it waits for the commit.
+        assert!(log
+            .publish(order, OrderStatus::Created)
+            .now_or_never()
+            .is_none());
+        match tokio::time::timeout(std::time::Duration::from_secs(5), follower.next())
+            .await
+            .expect("the committed event is fanned out")
+        {
+            Followed::Event(delivery) => assert_eq!(delivery.status, OrderStatus::Created),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(log.events(order).await.unwrap().len(), 1);
     }
 
     #[tokio::test]

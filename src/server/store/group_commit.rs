@@ -3,12 +3,17 @@
 //! commit-order lock) acknowledges them all instead of one each. No append is answered before
 //! its transaction has committed.
 //!
+//! Once a transaction commits, the writer first runs every publisher's [`OnCommit`] (the
+//! event log's fan-out), in commit order, and only then wakes the publishers: a subscriber's
+//! event does not wait for its publisher's task to be scheduled again, nor for the other
+//! publishers' answers to be written, and it is fanned out even if its publisher went away.
+//!
 //! A publisher's batch (`POST /api/events`) is one unit here: its updates go into one
 //! transaction together, in their order, never split across two.
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Appended, StoreError};
+use super::{Appended, OnCommit, StoreError};
 use crate::domain::{OrderEvent, OrderStatusUpdate};
 
 /// The most appends taken from the queue at once.
@@ -37,6 +42,7 @@ type Outcomes = Result<Appended, StoreError>;
 /// outcomes.
 struct Append {
     updates: Vec<OrderStatusUpdate>,
+    committed: Option<OnCommit>,
     done: oneshot::Sender<Outcomes>,
 }
 
@@ -63,22 +69,31 @@ impl GroupCommit {
         &self,
         update: &OrderStatusUpdate,
     ) -> Result<OrderEvent, StoreError> {
-        self.append_all(vec![update.clone()])
+        self.append_all(vec![update.clone()], None)
             .await?
             .pop()
             .unwrap_or_else(|| Err(StoreError::backend("the writer answered no outcome")))
     }
 
     /// Stores `updates` in one transaction, in their order: each update's outcome, or
-    /// `Err` when the transaction failed and none is stored.
-    pub(super) async fn append_all(&self, updates: Vec<OrderStatusUpdate>) -> Outcomes {
+    /// `Err` when the transaction failed and none is stored. `committed` gets the outcomes
+    /// on the writer, as soon as the transaction has committed.
+    pub(super) async fn append_all(
+        &self,
+        updates: Vec<OrderStatusUpdate>,
+        committed: Option<OnCommit>,
+    ) -> Outcomes {
         if updates.is_empty() {
             return Ok(Vec::new());
         }
         let (done, outcome) = oneshot::channel();
         let stopped = || StoreError::backend("the store's writer task has stopped");
         self.appends
-            .send(Append { updates, done })
+            .send(Append {
+                updates,
+                committed,
+                done,
+            })
             .await
             .map_err(|_| stopped())?;
         outcome.await.map_err(|_| stopped())?
@@ -119,9 +134,18 @@ async fn write_appends(mut backend: impl Batch, mut waiting: mpsc::Receiver<Appe
         match backend.write(&updates).await {
             Ok(outcomes) => {
                 let mut outcomes = outcomes.into_iter();
-                for append in batch.drain(..) {
-                    let own = outcomes.by_ref().take(append.updates.len()).collect();
-                    let _ = append.done.send(Ok(own));
+                let answers: Vec<(oneshot::Sender<Outcomes>, Appended)> = batch
+                    .drain(..)
+                    .map(|append| {
+                        let own: Appended = outcomes.by_ref().take(append.updates.len()).collect();
+                        if let Some(committed) = append.committed {
+                            committed(own.as_slice());
+                        }
+                        (append.done, own)
+                    })
+                    .collect();
+                for (done, own) in answers {
+                    let _ = done.send(Ok(own));
                 }
             }
             // Each publisher is told, and whoever answers it logs the cause once.

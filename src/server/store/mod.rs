@@ -71,7 +71,22 @@ pub trait EventStore: Send + Sync + 'static {
     /// refused ([`StoreError::Conflict`]). An update may follow an earlier one of the same
     /// order in the slice. `Err`: the transaction failed and none is stored. Returns only
     /// once they are durable.
-    async fn append_all(&self, updates: &[OrderStatusUpdate]) -> Result<Appended, StoreError>;
+    ///
+    /// `committed` gets the outcomes the moment the transaction has committed: on the
+    /// store's writer, before any publisher waiting for it is woken, and whether or not this
+    /// call is still awaited then. The event log fans out from there, so that subscribers do
+    /// not wait for a publisher's task to be scheduled again, and an event committed for a
+    /// publisher that went away still reaches them.
+    async fn append_all_then(
+        &self,
+        updates: &[OrderStatusUpdate],
+        committed: OnCommit,
+    ) -> Result<Appended, StoreError>;
+
+    /// [`EventStore::append_all_then`] with nothing to do on commit.
+    async fn append_all(&self, updates: &[OrderStatusUpdate]) -> Result<Appended, StoreError> {
+        self.append_all_then(updates, Box::new(|_| {})).await
+    }
 
     /// Every event of the order, oldest first (`Created` first); empty for an unknown order.
     async fn events(&self, order_id: Uuid) -> Result<Vec<OrderEvent>, StoreError>;
@@ -137,6 +152,10 @@ pub trait EventStore: Send + Sync + 'static {
 
 /// Each update's outcome, in the order of the updates.
 pub type Appended = Vec<Result<OrderEvent, StoreError>>;
+
+/// What is done with a transaction's outcomes once it has committed
+/// ([`EventStore::append_all_then`]). It must not block: it runs on the store's writer.
+pub type OnCommit = Box<dyn FnOnce(&[Result<OrderEvent, StoreError>]) + Send>;
 
 /// Which orders a sweep compacts: delivered before `delivered_before`, or with no event
 /// since `idle_before`; `None` turns that rule off.

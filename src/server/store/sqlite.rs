@@ -19,8 +19,8 @@ use uuid::Uuid;
 use super::group_commit::{Batch, GroupCommit};
 use super::sql::{conflict, decode_error, status_column, status_from_db, time_from_db, FORGET};
 use super::{
-    idle_candidates, Appended, Compacted, Compaction, Due, EventStore, Extent, Horizon, StoreError,
-    IDLE_SCAN,
+    idle_candidates, Appended, Compacted, Compaction, Due, EventStore, Extent, Horizon, OnCommit,
+    StoreError, IDLE_SCAN,
 };
 use crate::domain::{EventId, OrderEvent, OrderStatus, OrderStatusUpdate, OrderSummary};
 
@@ -398,8 +398,14 @@ impl EventStore for SqliteStore {
         self.writer.append(update).await
     }
 
-    async fn append_all(&self, updates: &[OrderStatusUpdate]) -> Result<Appended, StoreError> {
-        self.writer.append_all(updates.to_vec()).await
+    async fn append_all_then(
+        &self,
+        updates: &[OrderStatusUpdate],
+        committed: OnCommit,
+    ) -> Result<Appended, StoreError> {
+        self.writer
+            .append_all(updates.to_vec(), Some(committed))
+            .await
     }
 
     async fn events(&self, order_id: Uuid) -> Result<Vec<OrderEvent>, StoreError> {
