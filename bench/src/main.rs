@@ -295,6 +295,18 @@ fn table(ours: &Results, nchan: &Results, args: &Args) -> String {
             "ms",
         );
         row(
+            &format!("{label}: publish answered p50"),
+            ms(percentile(&o.acks_us, 50.0)),
+            ms(percentile(&n.acks_us, 50.0)),
+            "ms",
+        );
+        row(
+            &format!("{label}: publish answered p99"),
+            ms(percentile(&o.acks_us, 99.0)),
+            ms(percentile(&n.acks_us, 99.0)),
+            "ms",
+        );
+        row(
             &format!("{label}: latency max"),
             ms(percentile(&o.latencies_us, 100.0)),
             ms(percentile(&n.latencies_us, 100.0)),
@@ -803,9 +815,11 @@ fn main() -> std::process::ExitCode {
         });
         let ms = |p: f64| percentile(&fanout.latencies_us, p) / 1000.0;
         println!(
-            "{only:?}: p50 {:.2} ms, p99 {:.2} ms, round (median) {:.1} ms, {:.0} deliveries/s, CPU {:.2} s ({:.2} s in the rounds), {} losses",
+            "{only:?}: p50 {:.2} ms, p99 {:.2} ms, answered p50 {:.2} ms, p99 {:.2} ms, round (median) {:.1} ms, {:.0} deliveries/s, CPU {:.2} s ({:.2} s in the rounds), {} losses",
             ms(50.0),
             ms(99.0),
+            percentile(&fanout.acks_us, 50.0) / 1000.0,
+            percentile(&fanout.acks_us, 99.0) / 1000.0,
             median(&fanout.round_ms),
             fanout.deliveries_per_s,
             fanout.cpu_s,

@@ -24,6 +24,9 @@ struct Shared {
     received: [AtomicUsize; 6],
     connected: AtomicUsize,
     failed: AtomicUsize,
+    /// How long each publish request took to be answered (µs): ours answers after the
+    /// commit, Nchan after handing the message to its subscribers.
+    acks_us: std::sync::Mutex<Vec<u32>>,
 }
 
 impl Shared {
@@ -34,7 +37,14 @@ impl Shared {
             received: Default::default(),
             connected: AtomicUsize::new(0),
             failed: AtomicUsize::new(0),
+            acks_us: std::sync::Mutex::new(Vec::new()),
         })
+    }
+
+    /// Notes a publish request answered `started` ago.
+    fn acknowledged(&self, started: Instant) {
+        let us = started.elapsed().as_micros().min(u128::from(MISSING - 1)) as u32;
+        self.acks_us.lock().unwrap().push(us);
     }
 
     fn now(&self) -> u64 {
@@ -195,7 +205,9 @@ async fn publish_all(
                 for (offset, name) in chunk.iter().enumerate() {
                     let channel = part * per + offset;
                     shared.published[channel * 6 + index].store(shared.now(), Ordering::Release);
+                    let started = Instant::now();
                     let status = server.publish(conn, name, index).await;
+                    shared.acknowledged(started);
                     if !(200..300).contains(&status) {
                         failed += 1;
                     }
@@ -230,7 +242,9 @@ async fn publish_batches(
                     shared.published[(part * per + offset) * 6 + index]
                         .store(now, Ordering::Release);
                 }
+                let started = Instant::now();
                 let stored = server.publish_batch(conn, chunk, index).await;
+                shared.acknowledged(started);
                 chunk.len() - stored
             }
         });
@@ -240,6 +254,8 @@ async fn publish_batches(
 #[derive(Default, Debug, Clone)]
 pub struct Fanout {
     pub latencies_us: Vec<u32>,
+    /// Each publish request's time to its answer (a batch's for (2b)), sorted.
+    pub acks_us: Vec<u32>,
     pub round_ms: Vec<f64>,
     pub deliveries_per_s: f64,
     pub losses: usize,
@@ -334,9 +350,16 @@ pub async fn fanout_publishing(
     result.rounds_cpu_s = server.cpu_seconds() - rounds_cpu_before;
     eprintln!("    rounds (ms): {:.1?}", result.round_ms);
     result.deliveries_per_s = (connected * 5) as f64 / fanout_total.as_secs_f64();
+    // Each round's latencies apart, for the log: where in the run the tail is.
+    let mut by_round: [Vec<u32>; 6] = Default::default();
     for task in tasks {
         let seen = outcome(task, Duration::from_secs(5)).await;
         result.duplicates += seen.duplicates as usize;
+        for (round, &latency) in seen.latency_us.iter().enumerate().skip(1) {
+            if latency != MISSING {
+                by_round[round].push(latency);
+            }
+        }
         for &latency in &seen.latency_us[1..] {
             if latency == MISSING {
                 result.losses += 1;
@@ -346,7 +369,17 @@ pub async fn fanout_publishing(
         }
     }
     result.failed_subscribers = shared.failed.load(Ordering::Relaxed);
+    let round_p99_ms: Vec<f64> = by_round[1..]
+        .iter_mut()
+        .map(|latencies| {
+            latencies.sort_unstable();
+            percentile(latencies, 99.0) / 1000.0
+        })
+        .collect();
+    eprintln!("    latency p99 per round (ms): {round_p99_ms:.2?}");
     result.latencies_us.sort_unstable();
+    result.acks_us = std::mem::take(&mut *shared.acks_us.lock().unwrap());
+    result.acks_us.sort_unstable();
     result
 }
 
