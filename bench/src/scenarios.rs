@@ -356,15 +356,11 @@ pub async fn fanout_publishing(
         let seen = outcome(task, Duration::from_secs(5)).await;
         result.duplicates += seen.duplicates as usize;
         for (round, &latency) in seen.latency_us.iter().enumerate().skip(1) {
-            if latency != MISSING {
-                by_round[round].push(latency);
-            }
-        }
-        for &latency in &seen.latency_us[1..] {
             if latency == MISSING {
                 result.losses += 1;
             } else {
                 result.latencies_us.push(latency);
+                by_round[round].push(latency);
             }
         }
     }

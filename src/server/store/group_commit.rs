@@ -42,7 +42,7 @@ type Outcomes = Result<Appended, StoreError>;
 /// outcomes.
 struct Append {
     updates: Vec<OrderStatusUpdate>,
-    committed: Option<OnCommit>,
+    committed: OnCommit,
     done: oneshot::Sender<Outcomes>,
 }
 
@@ -69,7 +69,7 @@ impl GroupCommit {
         &self,
         update: &OrderStatusUpdate,
     ) -> Result<OrderEvent, StoreError> {
-        self.append_all(vec![update.clone()], None)
+        self.append_all(vec![update.clone()], Box::new(|_| {}))
             .await?
             .pop()
             .unwrap_or_else(|| Err(StoreError::backend("the writer answered no outcome")))
@@ -81,7 +81,7 @@ impl GroupCommit {
     pub(super) async fn append_all(
         &self,
         updates: Vec<OrderStatusUpdate>,
-        committed: Option<OnCommit>,
+        committed: OnCommit,
     ) -> Outcomes {
         if updates.is_empty() {
             return Ok(Vec::new());
@@ -138,9 +138,7 @@ async fn write_appends(mut backend: impl Batch, mut waiting: mpsc::Receiver<Appe
                     .drain(..)
                     .map(|append| {
                         let own: Appended = outcomes.by_ref().take(append.updates.len()).collect();
-                        if let Some(committed) = append.committed {
-                            committed(own.as_slice());
-                        }
+                        (append.committed)(own.as_slice());
                         (append.done, own)
                     })
                     .collect();

@@ -403,9 +403,7 @@ impl EventStore for SqliteStore {
         updates: &[OrderStatusUpdate],
         committed: OnCommit,
     ) -> Result<Appended, StoreError> {
-        self.writer
-            .append_all(updates.to_vec(), Some(committed))
-            .await
+        self.writer.append_all(updates.to_vec(), committed).await
     }
 
     async fn events(&self, order_id: Uuid) -> Result<Vec<OrderEvent>, StoreError> {
