@@ -20,7 +20,8 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <AutoReload options=options.clone() />
                 // The stylesheet's name carries its hash, read from hash.txt like the bundle's.
                 <HashedStylesheet options=options.clone() id="leptos" />
-                <HydrationScripts options />
+                // Islands: the browser hydrates only the `#[island]`s, not the whole page.
+                <HydrationScripts options islands=true />
                 <MetaTags />
             </head>
             <body>
@@ -33,13 +34,6 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 #[component]
 pub fn App() -> impl IntoView {
     provide_meta_context();
-    // Marks the document once the app runs in the browser (tests wait for it).
-    #[cfg(feature = "hydrate")]
-    Effect::new(|_| {
-        if let Some(body) = document().body() {
-            let _ = body.set_attribute("data-hydrated", "true");
-        }
-    });
 
     view! {
         <Link rel="icon" type_="image/svg+xml" href="/favicon.svg" />

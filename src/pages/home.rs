@@ -153,7 +153,7 @@ fn TrackOrder() -> impl IntoView {
             <div class="track-row">
                 <input id="track-order" name="order" type="text" required autocomplete="off"
                     spellcheck="false" placeholder="Order number or link"
-                    aria-describedby="track-help" prop:value=move || pasted().unwrap_or_default() />
+                    aria-describedby="track-help" value=move || pasted().unwrap_or_default() />
                 <button type="submit" class="button">"Track"</button>
             </div>
             <p id="track-help" class="hint">
@@ -199,7 +199,9 @@ pub fn place_update(rows: &mut Vec<OrderSummary>, update: &OrderStatusUpdate, ke
 /// How many recent orders the list keeps as new ones arrive.
 const RECENT_KEPT: usize = 10;
 
-#[component]
+/// The live list: an island, the home page's only code in the browser (the track form and the
+/// demo button are plain forms).
+#[island]
 fn RecentOrders(recent: Vec<OrderSummary>, last_event_id: Option<EventId>) -> impl IntoView {
     let rows = RwSignal::new(recent);
     #[cfg(feature = "hydrate")]

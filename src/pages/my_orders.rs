@@ -46,12 +46,20 @@ pub fn remember(order_id: Uuid) {
 
 #[component]
 pub fn MyOrdersPage() -> impl IntoView {
+    view! {
+        <Title text="Your orders" />
+        <MyOrders />
+    }
+}
+
+/// The list, read from the browser's storage and kept live: an island.
+#[island]
+fn MyOrders() -> impl IntoView {
     // None until the browser has read its list (the server cannot).
     let orders = RwSignal::new(None::<Vec<Uuid>>);
     #[cfg(feature = "hydrate")]
     Effect::new(move |_| orders.set(Some(remembered())));
     view! {
-        <Title text="Your orders" />
         <section class="card">
             <h1>"Your orders"</h1>
             {move || match orders.get() {

@@ -79,10 +79,14 @@ pub fn OrderPage() -> impl IntoView {
         <Suspense fallback=|| view! { <p class="muted">"Loading your order…"</p> }>
             {move || Suspend::new(async move {
                 match lookup.await {
-                    Ok(OrderLookup::Known { id, events }) => view! { <Tracker id events /> }.into_any(),
-                    Ok(OrderLookup::Expired { id, status, updated_at }) => {
-                        view! { <Expired id status updated_at /> }.into_any()
-                    }
+                    Ok(OrderLookup::Known { id, events }) => view! {
+                        <OrderTitle id />
+                        <Tracker id events />
+                    }.into_any(),
+                    Ok(OrderLookup::Expired { id, status, updated_at }) => view! {
+                        <OrderTitle id />
+                        <Expired id status updated_at />
+                    }.into_any(),
                     Ok(OrderLookup::Invalid) => view! {
                         <Title text="Unknown order" />
                         <section class="card notice">
@@ -99,8 +103,15 @@ pub fn OrderPage() -> impl IntoView {
     }
 }
 
-/// A compacted order: where it got to and when, without the steps.
+/// The document's title for an order: its number's first eight characters.
 #[component]
+fn OrderTitle(id: Uuid) -> impl IntoView {
+    view! { <Title text=format!("Order {}", &id.to_string()[..8]) /> }
+}
+
+/// A compacted order: where it got to and when, without the steps. An island: in the browser
+/// it remembers the order (`/my-orders`) and gives the time in local time.
+#[island]
 fn Expired(id: Uuid, status: OrderStatus, updated_at: DateTime<Utc>) -> impl IntoView {
     let in_browser = RwSignal::new(false);
     #[cfg(feature = "hydrate")]
@@ -117,7 +128,6 @@ fn Expired(id: Uuid, status: OrderStatus, updated_at: DateTime<Utc>) -> impl Int
         }
     };
     view! {
-        <Title text=format!("Order {}", &id_text[..8]) />
         <section class="card tracker" data-testid="expired">
             <div class="tracker-head">
                 <div>
@@ -136,8 +146,9 @@ fn Expired(id: Uuid, status: OrderStatus, updated_at: DateTime<Utc>) -> impl Int
     }
 }
 
-/// The live timeline of one order.
-#[component]
+/// The live timeline of one order, with its badge: an island, the order page's only code in
+/// the browser.
+#[island]
 fn Tracker(id: Uuid, events: Vec<OrderEvent>) -> impl IntoView {
     let events = RwSignal::new(events);
     let latest = Memo::new(move |_| events.with(|events| events.last().map(OrderEvent::status)));
@@ -187,7 +198,6 @@ fn Tracker(id: Uuid, events: Vec<OrderEvent>) -> impl IntoView {
     let id_text = id.to_string();
 
     view! {
-        <Title text=format!("Order {}", &id_text[..8]) />
         <section class="card tracker">
             <div class="tracker-head">
                 <div>
