@@ -10,7 +10,7 @@ use leptos_router::components::Redirect;
 use leptos_router::hooks::use_query_map;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{parse_order_reference, EventId, OrderStatus, OrderStatusUpdate, OrderSummary};
+use crate::domain::{parse_order_reference, EventId, OrderSummary};
 use crate::pages::time::utc_label;
 
 /// What the home page shows.
@@ -26,11 +26,11 @@ pub struct HomeData {
 
 #[server(prefix = "/_server")]
 pub async fn load_home() -> Result<HomeData, ServerFnError> {
-    use crate::pages::ssr::{app_state, failed};
+    use crate::pages::ssr::{backend, failed};
     /// How many recent orders the home page lists.
     const RECENT_ON_HOME: u32 = 10;
-    let state = app_state()?;
-    if !state.tokens.demo_mode() {
+    let backend = backend()?;
+    if !backend.demo_mode() {
         return Ok(HomeData {
             demo_mode: false,
             recent: None,
@@ -46,9 +46,8 @@ pub async fn load_home() -> Result<HomeData, ServerFnError> {
     };
     // Read before the list, so that no event is missed between the two (one counted in both
     // only sets a status again).
-    let last_event_id = state.event_log.last_id().await.map_err(failed_listing)?;
-    let recent = state
-        .event_log
+    let last_event_id = backend.last_id().await.map_err(failed_listing)?;
+    let recent = backend
         .recent(RECENT_ON_HOME)
         .await
         .map_err(failed_listing)?;
@@ -62,32 +61,22 @@ pub async fn load_home() -> Result<HomeData, ServerFnError> {
 /// Creates an order, starts its simulation, and sends the browser to its page.
 #[server(prefix = "/_server")]
 pub async fn place_demo_order() -> Result<(), ServerFnError> {
-    use crate::pages::ssr::{app_state, failed, set_status};
-    use crate::server::simulate::DEFAULT_INTERVAL_MS;
-    let state = app_state()?;
-    if !state.tokens.demo_mode() {
+    use crate::pages::ssr::{backend, failed, set_status};
+    let backend = backend()?;
+    if !backend.demo_mode() {
         // A client's mistake, not ours: 403, not the 500 a server function error defaults to.
         set_status(axum::http::StatusCode::FORBIDDEN);
         return Err(ServerFnError::new(
             "Demo orders are turned off on this server.",
         ));
     }
-    let order_id = uuid::Uuid::new_v4();
-    state
-        .simulations
-        .start(
-            &state.event_log,
-            order_id,
-            std::time::Duration::from_millis(DEFAULT_INTERVAL_MS),
+    let order_id = backend.place_demo_order().await.map_err(|err| {
+        failed(
+            "placing a demo order",
+            err,
+            "The demo order could not be placed.",
         )
-        .await
-        .map_err(|err| {
-            failed(
-                "placing a demo order",
-                err,
-                "The demo order could not be placed.",
-            )
-        })?;
+    })?;
     leptos_axum::redirect(&format!("/orders/{order_id}"));
     Ok(())
 }
@@ -173,29 +162,6 @@ fn TrackOrder() -> impl IntoView {
     }
 }
 
-/// Applies an event to the recent orders: a status changes in place (never backwards); a new
-/// order goes on top, and the list keeps `keep` rows.
-#[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
-pub fn place_update(rows: &mut Vec<OrderSummary>, update: &OrderStatusUpdate, keep: usize) {
-    if let Some(row) = rows.iter_mut().find(|row| row.id == update.order_id) {
-        if update.status > row.status {
-            row.status = update.status;
-            row.updated_at = update.timestamp;
-        }
-    } else if update.status == OrderStatus::Created {
-        rows.insert(
-            0,
-            OrderSummary {
-                id: update.order_id,
-                status: update.status,
-                created_at: update.timestamp,
-                updated_at: update.timestamp,
-            },
-        );
-        rows.truncate(keep);
-    }
-}
-
 /// How many recent orders the list keeps as new ones arrive.
 const RECENT_KEPT: usize = 10;
 
@@ -241,41 +207,5 @@ fn OrderRow(order: OrderSummary) -> impl IntoView {
                 <time class="muted" datetime=order.updated_at.to_rfc3339()>{utc_label(order.updated_at)}</time>
             </a>
         </li>
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use chrono::{TimeZone, Utc};
-    use uuid::Uuid;
-
-    fn update(order_id: Uuid, status: OrderStatus, second: u32) -> OrderStatusUpdate {
-        let at = Utc.with_ymd_and_hms(2026, 11, 24, 10, 0, second).unwrap();
-        OrderStatusUpdate::new(order_id, status, at)
-    }
-
-    #[test]
-    fn a_new_order_goes_on_top_and_a_status_changes_in_place() {
-        let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
-        let mut rows = Vec::new();
-        place_update(&mut rows, &update(a, OrderStatus::Created, 1), 2);
-        place_update(&mut rows, &update(b, OrderStatus::Created, 2), 2);
-        place_update(&mut rows, &update(a, OrderStatus::PaymentConfirmed, 3), 2);
-        assert_eq!(rows.iter().map(|r| r.id).collect::<Vec<_>>(), [b, a]);
-        assert_eq!(rows[1].status, OrderStatus::PaymentConfirmed);
-        assert_eq!(
-            rows[1].updated_at,
-            update(a, OrderStatus::Created, 3).timestamp
-        );
-        // Replayed or late: never backwards.
-        place_update(&mut rows, &update(a, OrderStatus::Created, 4), 2);
-        assert_eq!(rows[1].status, OrderStatus::PaymentConfirmed);
-        // A later status of an order not listed is not a new order; a new one pushes the
-        // oldest out.
-        place_update(&mut rows, &update(c, OrderStatus::Packed, 5), 2);
-        assert_eq!(rows.len(), 2);
-        place_update(&mut rows, &update(c, OrderStatus::Created, 6), 2);
-        assert_eq!(rows.iter().map(|r| r.id).collect::<Vec<_>>(), [c, b]);
     }
 }

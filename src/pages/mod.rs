@@ -7,8 +7,8 @@ pub mod home;
 mod live;
 pub mod my_orders;
 pub mod order;
-#[cfg(feature = "hydrate")]
 mod recent;
+mod remembered;
 #[cfg(feature = "hydrate")]
 mod source;
 #[cfg(feature = "ssr")]

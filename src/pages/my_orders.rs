@@ -6,43 +6,8 @@ use leptos_meta::Title;
 use uuid::Uuid;
 
 use crate::domain::{OrderEvent, OrderStatus};
-
-/// The `localStorage` key of the list: a JSON array of order ids, most recent first.
-#[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
-const STORAGE_KEY: &str = "order-tracking:my-orders";
-/// How many orders the browser remembers (the shared stream follows at most 100).
-pub const REMEMBERED: usize = 50;
-
-/// Puts `order_id` first in `list`, once, keeping at most [`REMEMBERED`].
-pub fn remember_in(list: &mut Vec<Uuid>, order_id: Uuid) {
-    list.retain(|id| *id != order_id);
-    list.insert(0, order_id);
-    list.truncate(REMEMBERED);
-}
-
-/// The orders this browser has opened; empty where storage is unavailable.
 #[cfg(feature = "hydrate")]
-pub fn remembered() -> Vec<Uuid> {
-    let stored = window()
-        .local_storage()
-        .ok()
-        .flatten()
-        .and_then(|storage| storage.get_item(STORAGE_KEY).ok().flatten());
-    stored
-        .and_then(|json| serde_json::from_str(&json).ok())
-        .unwrap_or_default()
-}
-
-/// Adds an order to the browser's list (the order page calls it).
-#[cfg(feature = "hydrate")]
-pub fn remember(order_id: Uuid) {
-    let mut list = remembered();
-    remember_in(&mut list, order_id);
-    if let (Ok(Some(storage)), Ok(json)) = (window().local_storage(), serde_json::to_string(&list))
-    {
-        let _ = storage.set_item(STORAGE_KEY, &json);
-    }
-}
+use crate::pages::remembered::remembered;
 
 #[component]
 pub fn MyOrdersPage() -> impl IntoView {
@@ -113,26 +78,6 @@ fn MyOrder(id: Uuid) -> impl IntoView {
                 }}
             </a>
         </li>
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_latest_order_goes_first_once_and_the_list_is_bounded() {
-        let ids: Vec<Uuid> = (0..REMEMBERED + 5).map(|_| Uuid::new_v4()).collect();
-        let mut list = Vec::new();
-        for id in &ids {
-            remember_in(&mut list, *id);
-        }
-        assert_eq!(list.len(), REMEMBERED);
-        assert_eq!(list[0], ids[ids.len() - 1]);
-        remember_in(&mut list, ids[10]);
-        assert_eq!(list[0], ids[10]);
-        assert_eq!(list.iter().filter(|id| **id == ids[10]).count(), 1);
-        assert_eq!(list.len(), REMEMBERED);
     }
 }
 

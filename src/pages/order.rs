@@ -29,13 +29,13 @@ pub enum OrderLookup {
 
 #[server(prefix = "/_server")]
 pub async fn lookup_order(raw_id: String) -> Result<OrderLookup, ServerFnError> {
-    use crate::pages::ssr::{app_state, failed, set_status};
+    use crate::pages::ssr::{backend, failed, set_status};
     use axum::http::StatusCode;
     let Ok(id) = crate::domain::parse_order_id(&raw_id) else {
         set_status(StatusCode::NOT_FOUND);
         return Ok(OrderLookup::Invalid);
     };
-    let order = app_state()?.event_log.order(id).await.map_err(|err| {
+    let order = backend()?.order(id).await.map_err(|err| {
         failed(
             "reading an order",
             err,
@@ -117,7 +117,7 @@ fn Expired(id: Uuid, status: OrderStatus, updated_at: DateTime<Utc>) -> impl Int
     #[cfg(feature = "hydrate")]
     Effect::new(move |_| {
         in_browser.set(true);
-        crate::pages::my_orders::remember(id);
+        crate::pages::remembered::remember(id);
     });
     let id_text = id.to_string();
     let when = move || {
@@ -165,7 +165,7 @@ fn Tracker(id: Uuid, events: Vec<OrderEvent>) -> impl IntoView {
     #[cfg(feature = "hydrate")]
     Effect::new(move |_| {
         in_browser.set(true);
-        crate::pages::my_orders::remember(id);
+        crate::pages::remembered::remember(id);
         if connection.get_untracked() != Connection::Completed {
             // On `reset`, the order's state again from the server: its events, or, once it
             // is compacted, the page for that.

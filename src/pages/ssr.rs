@@ -1,17 +1,42 @@
 //! The server side of pages: what their server functions and the HTML shell share. Every
 //! error a page shows is logged here, once, with its cause; the reader gets a sentence.
+//!
+//! The pages know the server only through [`Backend`], which the server provides as context
+//! (`server::pages`): the app depends on this trait, the server on the app, never the
+//! reverse.
 use std::fmt::Display;
+use std::sync::Arc;
 
+use async_trait::async_trait;
 use axum::http::{header, HeaderValue, StatusCode};
 use leptos::prelude::*;
 use leptos_axum::ResponseOptions;
+use uuid::Uuid;
 
-use crate::server::AppState;
+use crate::domain::{EventId, Order, OrderSummary};
 
-/// The app's state, as the server provides it to every page and server function.
-pub fn app_state() -> Result<AppState, ServerFnError> {
-    use_context::<AppState>().ok_or_else(|| {
-        tracing::error!("a server function ran without the app state in its context");
+/// Why the server could not answer a page: logged with [`failed`], never shown.
+pub type BackendError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What the pages' server functions ask of the server.
+#[async_trait]
+pub trait Backend: Send + Sync {
+    /// Demo mode (no admin token set): the home page lists orders and offers a demo order.
+    fn demo_mode(&self) -> bool;
+    /// An order with its stored events, or `None` for one never placed.
+    async fn order(&self, id: Uuid) -> Result<Option<Order>, BackendError>;
+    /// The largest event id stored.
+    async fn last_id(&self) -> Result<Option<EventId>, BackendError>;
+    /// The most recent orders, newest first.
+    async fn recent(&self, limit: u32) -> Result<Vec<OrderSummary>, BackendError>;
+    /// Places a demo order and starts its simulation; its id.
+    async fn place_demo_order(&self) -> Result<Uuid, BackendError>;
+}
+
+/// The server, as it provides itself to every page and server function.
+pub fn backend() -> Result<Arc<dyn Backend>, ServerFnError> {
+    use_context::<Arc<dyn Backend>>().ok_or_else(|| {
+        tracing::error!("a server function ran without the backend in its context");
         ServerFnError::new("The server is not ready; try again in a moment.")
     })
 }

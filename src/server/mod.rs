@@ -18,6 +18,7 @@ pub mod hub;
 pub mod metrics;
 pub mod openapi;
 pub mod orders;
+pub mod pages;
 pub mod retention;
 pub mod serve;
 pub mod simulate;
@@ -33,13 +34,14 @@ use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::any;
 use axum::Router;
-use leptos::prelude::LeptosOptions;
+use leptos::prelude::{provide_context, LeptosOptions};
 use leptos_axum::{generate_route_list, AxumRouteListing, LeptosRoutes};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 use crate::app::{shell, App};
+use crate::pages::ssr::Backend;
 use auth::Tokens;
 use config::Config;
 use edge::clients::Shares;
@@ -204,10 +206,19 @@ pub fn router(state: AppState) -> Router {
             TraceLayer::new_for_http()
                 .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
         )
-        .leptos_routes(&state, pages, {
-            let options = state.leptos_options.clone();
-            move || shell(options.clone())
-        })
+        // The pages reach the server only through `Backend` (see `pages`).
+        .leptos_routes_with_context(
+            &state,
+            pages,
+            {
+                let backend: Arc<dyn Backend> = Arc::new(state.clone());
+                move || provide_context(backend.clone())
+            },
+            {
+                let options = state.leptos_options.clone();
+                move || shell(options.clone())
+            },
+        )
         .fallback(assets::static_file)
         .with_state(state)
 }
