@@ -90,8 +90,8 @@ struct Writer {
 impl Batch for Writer {
     /// One transaction: the commit-order lock, then each insert. An update that is not its
     /// order's next status inserts nothing (so it cannot abort the others) and is explained
-    /// from the order's current status. UNIQUE and the trigger stay as the database's own
-    /// guard against any other writer.
+    /// from the order's current status. The one-status-each constraint and the trigger stay as
+    /// the database's own guard against any other writer.
     async fn write(
         &mut self,
         updates: &[OrderStatusUpdate],
@@ -113,7 +113,7 @@ impl Batch for Writer {
                      WHERE ($2 = 0 AND NOT EXISTS (SELECT 1 FROM compacted WHERE order_id = $1))
                         OR EXISTS (SELECT 1 FROM events WHERE order_id = $1 AND status = $2 - 1)
                         OR EXISTS (SELECT 1 FROM compacted WHERE order_id = $1 AND status = $2 - 1)
-                     ON CONFLICT (order_id, status) DO NOTHING
+                     ON CONFLICT DO NOTHING
                      RETURNING id",
                 )
                 .bind(update.order_id)
