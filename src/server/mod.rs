@@ -1,6 +1,6 @@
 //! Everything that runs only on the server: where an event is stored ([`store`]), fanned out
 //! ([`hub`]), published and followed ([`event_log`]), framed ([`sse`]) and streamed
-//! ([`stream`]), and compacted when old ([`retention`]); where connections are accepted ([`serve`]); the demo producer ([`simulate`]); the JSON API ([`orders`], [`events`] for batches); who may do what
+//! ([`stream`]), and compacted when old ([`retention`]); where connections are accepted ([`serve`]); the demo producer ([`simulate`]); what the pages ask of it ([`pages`]); the JSON API ([`orders`], [`events`] for batches); who may do what
 //! ([`auth`]); operations ([`health`], [`metrics`]); and the wiring of all of it into one axum
 //! [`router`]. Each module that answers requests owns its routes and says there which
 //! guards they have.
