@@ -5,6 +5,8 @@ mod common;
 
 use std::time::Duration;
 
+use futures::StreamExt;
+
 use common::*;
 use serde_json::Value;
 
@@ -226,6 +228,41 @@ async fn an_idle_stream_gets_keep_alive_comments() {
     assert_eq!(reader.next_frame().await, Some(Frame::KeepAlive));
     assert_eq!(reader.next_frame().await, Some(Frame::KeepAlive));
     assert!(String::from_utf8_lossy(&reader.raw).ends_with(": keep-alive\n\n"));
+}
+
+/// A page asks for `heartbeat` to notice a stream that died silently: it is told the period
+/// first, then each keep-alive comes as an event it can see, the comment still beside it.
+#[tokio::test]
+async fn a_heartbeat_stream_tells_its_period_and_shows_every_keep_alive() {
+    let server = TestServer::start_with(|config| config.keepalive_secs = 1).await;
+    let id = uuid::Uuid::new_v4().to_string();
+    for url in [
+        format!("{}?heartbeat", stream_url(&server, &id)),
+        server.url(&format!("/stream?order={id}&heartbeat=1")),
+    ] {
+        let mut body = client().get(&url).send().await.unwrap().bytes_stream();
+        let mut raw = Vec::new();
+        let beat = b"event: keep-alive\ndata: \n\n: keep-alive\n\n";
+        while raw.windows(beat.len()).filter(|w| w == beat).count() < 2 {
+            let chunk = tokio::time::timeout(Duration::from_secs(10), body.next())
+                .await
+                .expect("a keep-alive within 10 s")
+                .unwrap()
+                .unwrap();
+            raw.extend_from_slice(&chunk);
+        }
+        let text = String::from_utf8(raw).unwrap();
+        let first = text.split("\n\n").next().unwrap();
+        let lines: Vec<&str> = first.lines().collect();
+        assert!(lines[0].starts_with("retry: "), "{text}");
+        assert_eq!(lines[1..], ["event: keep-alive", "data: 1"], "{text}");
+        assert_eq!(
+            text.replace(first, "")
+                .replace(std::str::from_utf8(beat).unwrap(), ""),
+            "\n\n",
+            "nothing but the period and heartbeats: {text}"
+        );
+    }
 }
 
 /// Subscribers join at every moment of a fast simulation, some resuming part-way: each must

@@ -16,7 +16,7 @@
 //! from there (other tabs drop what they already have).
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 use leptos::prelude::*;
@@ -28,7 +28,7 @@ use web_sys::{BroadcastChannel, Event, MessageEvent};
 
 use crate::domain::{EventId, OrderEvent, OrderStatusUpdate};
 use crate::pages::connection::Connection;
-use crate::pages::source::{reopen_delay, Source};
+use crate::pages::source::{reopen_delay, Listener, Source};
 use crate::pages::time::local_label;
 
 /// Changes of the wanted orders within this delay make one reopening, not several. It is
@@ -227,9 +227,32 @@ fn share(tab: &Shared, locks: &JsValue, channel: BroadcastChannel) {
             post(&tab, &Message::Bye { tab: id });
         }
     });
+    // A tab back from being offline, frozen or cached may have missed what the holder
+    // relayed meanwhile: it tells the holder again what it has, and is sent what it lacks.
+    // (The holder's own source sees to the stream, see `source`.)
+    let weak = Rc::downgrade(tab);
+    let on_back = Closure::<dyn FnMut(Event)>::new(move |event: Event| {
+        let Some(tab) = weak.upgrade() else {
+            return;
+        };
+        let back = match event.type_().as_str() {
+            "pageshow" => js_sys::Reflect::get(&event, &"persisted".into())
+                .is_ok_and(|persisted| persisted.is_truthy()),
+            "visibilitychange" => !document().hidden(),
+            _ => true,
+        };
+        if back && tab.borrow().holder.is_none() {
+            wants_changed(&tab);
+        }
+    });
     if let Some(window) = web_sys::window() {
         let _ = window
             .add_event_listener_with_callback("pagehide", on_pagehide.as_ref().unchecked_ref());
+        for name in ["online", "pageshow"] {
+            let _ = window.add_event_listener_with_callback(name, on_back.as_ref().unchecked_ref());
+        }
+        let _ = document()
+            .add_event_listener_with_callback("visibilitychange", on_back.as_ref().unchecked_ref());
     }
 
     // Granted when no other tab holds it: from then on this tab holds the stream until it
@@ -256,6 +279,7 @@ fn share(tab: &Shared, locks: &JsValue, channel: BroadcastChannel) {
     state._callbacks = vec![
         on_message.into_js_value(),
         on_pagehide.into_js_value(),
+        on_back.into_js_value(),
         on_granted.into_js_value(),
     ];
     drop(state);
@@ -455,38 +479,60 @@ fn reopen(tab: &Shared) {
             url.pop();
         }
     }
-    let weak = Rc::downgrade(tab);
-    let on_open = move || {
-        if let Some(tab) = weak.upgrade() {
-            set_connection(&tab, Connection::Live);
-        }
-    };
-    let weak = Rc::downgrade(tab);
-    let on_event = move |id, data| {
-        if let Some(tab) = weak.upgrade() {
-            relay(&tab, id, data);
-        }
-    };
-    let weak = Rc::downgrade(tab);
-    let on_reset = move || {
-        if let Some(tab) = weak.upgrade() {
-            post(&tab, &Message::Reset);
-            reload_all(&tab);
-        }
-    };
-    let weak = Rc::downgrade(tab);
-    let on_error = move |gave_up| {
-        if let Some(tab) = weak.upgrade() {
-            lost(&tab, gave_up);
-        }
-    };
-    let source = Source::open(&url, on_open, on_event, on_reset, on_error);
+    let source = Source::open(&url, Stream(Rc::downgrade(tab)));
     let opened = source.is_some();
     holder.source = source;
     drop(state);
     if !opened {
         set_connection(tab, Connection::Offline);
     }
+}
+
+/// What the holder's source tells it.
+struct Stream(Weak<RefCell<Tab>>);
+
+impl Listener for Stream {
+    fn opened(&self) {
+        if let Some(tab) = self.0.upgrade() {
+            set_connection(&tab, Connection::Live);
+        }
+    }
+
+    fn event(&self, id: EventId, data: String) {
+        if let Some(tab) = self.0.upgrade() {
+            relay(&tab, id, data);
+        }
+    }
+
+    fn reset(&self) {
+        if let Some(tab) = self.0.upgrade() {
+            post(&tab, &Message::Reset);
+            reload_all(&tab);
+        }
+    }
+
+    fn failed(&self, gave_up: bool) {
+        if let Some(tab) = self.0.upgrade() {
+            lost(&tab, gave_up);
+        }
+    }
+
+    fn stale(&self) {
+        if let Some(tab) = self.0.upgrade() {
+            revive(&tab);
+        }
+    }
+}
+
+/// The holder's stream cannot be trusted (it went quiet, or the page came back from being
+/// offline, frozen or cached): reopen it now, from the cursor. Now, not after a timer: a
+/// page just restored must not wait, and the old connection is dead or about to be.
+fn revive(tab: &Shared) {
+    if let Some(holder) = tab.borrow_mut().holder.as_mut() {
+        holder.source = None;
+    }
+    set_connection(tab, Connection::Reconnecting);
+    reopen(tab);
 }
 
 /// The holder's source delivered an event: keep it, show it here, pass it on.

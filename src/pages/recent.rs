@@ -33,13 +33,13 @@ pub fn place_update(rows: &mut Vec<OrderSummary>, update: &OrderStatusUpdate, ke
 #[cfg(feature = "hydrate")]
 mod feed {
     use std::cell::RefCell;
-    use std::rc::Rc;
+    use std::rc::{Rc, Weak};
 
     use leptos::prelude::*;
 
     use super::place_update;
     use crate::domain::{EventId, OrderStatusUpdate, OrderSummary};
-    use crate::pages::source::{reopen_delay, Source};
+    use crate::pages::source::{reopen_delay, Listener, Source};
 
     struct Feed {
         rows: RwSignal<Vec<OrderSummary>>,
@@ -84,36 +84,45 @@ mod feed {
             Some(id) => format!("/stream?last_event_id={id}"),
             None => "/stream".to_owned(),
         };
-        let on_event = {
-            let weak = Rc::downgrade(feed);
-            move |id, data: String| {
-                if let Some(feed) = weak.upgrade() {
-                    receive(&feed, id, &data);
-                }
-            }
-        };
-        // After an HTTP error the browser stops retrying: try again after the server's `retry`.
-        let on_error = {
-            let weak = Rc::downgrade(feed);
-            move |gave_up: bool| {
-                if !gave_up {
-                    return;
-                }
-                let weak = weak.clone();
-                set_timeout(
-                    move || {
-                        if let Some(feed) = weak.upgrade() {
-                            open(&feed);
-                        }
-                    },
-                    reopen_delay(),
-                );
-            }
-        };
-        // A `reset` (the list resumed before events now compacted) changes nothing shown: the
-        // rows hold each order's last status, which compaction keeps.
-        let source = Source::open(&url, || {}, on_event, || {}, on_error);
+        let source = Source::open(&url, Listening(Rc::downgrade(feed)));
         feed.borrow_mut().source = source;
+    }
+
+    /// What the list's source tells it. A `reset` (the list resumed before events now
+    /// compacted) changes nothing shown: the rows hold each order's last status, which
+    /// compaction keeps.
+    struct Listening(Weak<RefCell<Feed>>);
+
+    impl Listener for Listening {
+        fn event(&self, id: EventId, data: String) {
+            if let Some(feed) = self.0.upgrade() {
+                receive(&feed, id, &data);
+            }
+        }
+
+        /// After an HTTP error the browser stops retrying: try again after a `retry`'s delay.
+        fn failed(&self, gave_up: bool) {
+            if !gave_up {
+                return;
+            }
+            let weak = self.0.clone();
+            set_timeout(
+                move || {
+                    if let Some(feed) = weak.upgrade() {
+                        open(&feed);
+                    }
+                },
+                reopen_delay(),
+            );
+        }
+
+        /// Reopened at once, from the last id.
+        fn stale(&self) {
+            if let Some(feed) = self.0.upgrade() {
+                feed.borrow_mut().source = None;
+                open(&feed);
+            }
+        }
     }
 
     fn receive(feed: &Rc<RefCell<Feed>>, id: EventId, data: &str) {

@@ -22,6 +22,30 @@ pub fn retry_frame_of(ms: u64) -> Bytes {
 /// A comment frame sent on a quiet stream so that proxies and clients keep it open.
 pub const KEEPALIVE_FRAME: Bytes = Bytes::from_static(b": keep-alive\n\n");
 
+/// The name of the event a stream opened with `heartbeat` sends beside each keep-alive
+/// comment. EventSource hides comments from the page, so without it a page cannot tell a
+/// quiet stream from one that died silently (a NAT or a phone's radio dropping it unseen).
+pub const HEARTBEAT_NAME: &str = "keep-alive";
+
+/// The keep-alive of a stream opened with `heartbeat`: the same comment, then an event the
+/// page sees. It has no `id:` line, so the client's resume point stays its last event's.
+pub const HEARTBEAT_FRAME: Bytes =
+    Bytes::from_static(b"event: keep-alive\ndata: \n\n: keep-alive\n\n");
+
+/// The first frame of a stream opened with `heartbeat`: the `retry` line, then an event
+/// whose data is the keep-alive period in seconds, so that the page knows how long a
+/// silence means the stream is dead.
+pub fn heartbeat_retry_frame(keepalive_secs: u64) -> Bytes {
+    heartbeat_retry_frame_of(retry_ms(fastrand::f64()), keepalive_secs)
+}
+
+/// [`heartbeat_retry_frame`] for a delay of `ms`.
+pub fn heartbeat_retry_frame_of(ms: u64, keepalive_secs: u64) -> Bytes {
+    Bytes::from(format!(
+        "retry: {ms}\nevent: {HEARTBEAT_NAME}\ndata: {keepalive_secs}\n\n"
+    ))
+}
+
 /// The name of the frame that tells a client it missed events that are no longer stored
 /// (spec §12): it should reload its orders' state.
 pub const RESET_NAME: &str = "reset";
@@ -77,6 +101,19 @@ mod tests {
                 "id: 7\nevent: order-update\ndata: {}\n\n",
                 serde_json::to_string(&event.update).unwrap()
             )
+        );
+    }
+
+    #[test]
+    fn a_heartbeat_stream_tells_its_period_first_and_shows_each_keep_alive_as_an_event() {
+        assert_eq!(
+            &heartbeat_retry_frame_of(4200, 15)[..],
+            b"retry: 4200\nevent: keep-alive\ndata: 15\n\n"
+        );
+        // The comment stays, so that it is still the keep-alive of spec §3.
+        assert_eq!(
+            &HEARTBEAT_FRAME[..],
+            b"event: keep-alive\ndata: \n\n: keep-alive\n\n"
         );
     }
 

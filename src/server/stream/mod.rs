@@ -148,6 +148,7 @@ pub async fn open(state: &AppState, request: StreamRequest<'_>) -> Result<Opened
         metrics,
         shutdown: state.shutdown.clone(),
         keepalive: state.keepalive.clone(),
+        heartbeat: wants_heartbeat(request.query).then_some(state.config.keepalive_secs),
         retry_sent: false,
         ended: false,
         _open: open,
@@ -178,6 +179,12 @@ fn last_event_id_of(query: &str) -> Option<String> {
         .filter(|(key, _)| key == "last_event_id")
         .last()
         .map(|(_, value)| value.into_owned())
+}
+
+/// Whether the query asks for keep-alives the page can see (`heartbeat`, with any value or
+/// none): the browser's pages do, to notice a stream that died silently.
+fn wants_heartbeat(query: &str) -> bool {
+    form_urlencoded::parse(query.as_bytes()).any(|(key, _)| key == "heartbeat")
 }
 
 /// The `order` parameters (distinct, in the order given; an id named twice, in any form,
@@ -214,6 +221,8 @@ pub struct Frames {
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
     keepalive: watch::Receiver<()>,
+    /// Opened with `heartbeat`: the keep-alive period, told first and shown as an event.
+    heartbeat: Option<u64>,
     retry_sent: bool,
     ended: bool,
     _open: OpenStream,
@@ -238,7 +247,10 @@ impl Frames {
         }
         if !self.retry_sent {
             self.retry_sent = true;
-            return Some(sse::retry_frame());
+            return Some(match self.heartbeat {
+                Some(secs) => sse::heartbeat_retry_frame(secs),
+                None => sse::retry_frame(),
+            });
         }
         // Then, when the client missed events that are gone, `reset` (spec §12).
         if let Some(earliest) = self.follower.take_reset() {
@@ -258,7 +270,10 @@ impl Frames {
                 }
                 Followed::End | Followed::Failed => None,
             },
-            changed = self.keepalive.changed() => changed.ok().map(|()| sse::KEEPALIVE_FRAME),
+            changed = self.keepalive.changed() => changed.ok().map(|()| match self.heartbeat {
+                Some(_) => sse::HEARTBEAT_FRAME,
+                None => sse::KEEPALIVE_FRAME,
+            }),
         };
         self.ended = frame.is_none();
         frame
@@ -290,6 +305,17 @@ mod tests {
         assert_eq!(resume_point(None, query(Some("3"))), Some(Some(EventId(3))));
         assert_eq!(resume_point(None, query(Some(""))), None);
         assert_eq!(resume_point(None, query(None)), None);
+    }
+
+    #[test]
+    fn heartbeat_is_asked_for_by_name_with_any_value_or_none() {
+        assert!(wants_heartbeat("heartbeat"));
+        assert!(wants_heartbeat("order=x&heartbeat=1"));
+        assert!(wants_heartbeat("heartbeat=&last_event_id=3"));
+        assert!(!wants_heartbeat(""));
+        assert!(!wants_heartbeat(
+            "order=x&heartbeats=1&last_event_id=heartbeat"
+        ));
     }
 
     #[test]

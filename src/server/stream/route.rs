@@ -26,9 +26,12 @@ pub fn routes() -> Router<AppState> {
 /// How the streams' frames are written, for the document.
 const FRAMES: &str = "Server-Sent Events (`text/event-stream`, UTF-8). The first frame is \
 `retry: <ms>` (3000 to 6000, drawn per stream). Each event is `id: <event id>`, \
-`event: status`, `data: {\"orderId\", \"status\", \"timestamp\"}` (an `OrderStatusUpdate`) and a \
+`event: order-update`, `data: {\"orderId\", \"status\", \"timestamp\"}` (an `OrderStatusUpdate`) and a \
 blank line; a client that reconnects sends the last id as `Last-Event-ID` and gets what came \
-after it. `: keep-alive` comments come every `KEEPALIVE_SECS`. A resume point before events \
+after it. `: keep-alive` comments come every `KEEPALIVE_SECS`. With `heartbeat` in the query, the \
+first frame also holds `event: keep-alive` with `data: <KEEPALIVE_SECS>`, and each keep-alive \
+comes as `event: keep-alive` with empty data beside the comment, so that a browser's \
+EventSource (which hides comments) can tell a quiet stream from a dead one. A resume point before events \
 that compaction removed gets first `event: reset` with `data: {\"earliest\": <id as a number>|null}`. \
 The stream ends once every order followed is delivered and sent.";
 
@@ -40,6 +43,7 @@ The stream ends once every order followed is delivered and sent.";
         ("id" = uuid::Uuid, Path, description = "The order's id, a UUID."),
         ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event of the order."),
         ("last_event_id" = Option<String>, Query, description = "The same, for clients that cannot set the header."),
+        ("heartbeat" = Option<String>, Query, description = "Present (any value): keep-alives as events the page sees, the period told first."),
     ),
     responses(
         (status = 200, description = "The stream: the order's events from the resume point on, then live ones.", content_type = "text/event-stream", body = String),
@@ -67,6 +71,7 @@ async fn order_stream(
         ("order" = Option<Vec<String>>, Query, explode = true, description = "1 to 100 order ids, the parameter repeated; none: every order (the back office's, with the token)."),
         ("Last-Event-ID" = Option<String>, Header, description = "Resume after this id: every event of the orders with a greater one."),
         ("last_event_id" = Option<String>, Query, description = "The same, for clients that cannot set the header."),
+        ("heartbeat" = Option<String>, Query, description = "Present (any value): keep-alives as events the page sees, the period told first."),
     ),
     security((), ("bearer" = [])),
     responses(
