@@ -73,7 +73,8 @@ cluster: build
 	scripts/setup.sh test
 	scripts/cluster.sh
 
-# The fan-out benchmark against Nchan (bench/): the release bundle's size, the release server,
+# The fan-out benchmark against Nchan (bench/): the release bundle's size (failing over its
+# budget) and the time to "Live" on a slow phone (end2end/bench/), the release server,
 # the full scenarios, the table printed and appended to BENCHMARKS.md; then (5), one instance against two on a
 # throw-away Postgres with Redis, and (7), 100,000 subscribers on six instances against Nchan's six
 # workers. Takes a few minutes; not part of `make test`.
@@ -86,6 +87,7 @@ bench: $(BENCH)
 	scripts/setup.sh test
 	cargo leptos build --release --precompress
 	scripts/bundle-size.sh
+	node end2end/bench/time-to-live.mjs target/release/order-tracking
 	pg_virtualenv -t $(BENCH) --server target/release/order-tracking --markdown BENCHMARKS.md
 
 # The same benchmark in miniature (200 subscribers, debug server), so it never rots; it
