@@ -1,12 +1,18 @@
 //! The HTML shell and the application's routes.
 use leptos::prelude::*;
-use leptos_meta::{provide_meta_context, HashedStylesheet, Link, Meta, MetaTags, Title};
+use leptos_meta::{provide_meta_context, Link, Meta, Title};
+#[cfg(feature = "ssr")]
+use leptos_meta::{HashedStylesheet, MetaTags};
 use leptos_router::components::{Route, Router, Routes, A};
 use leptos_router::{path, SsrMode};
 
 use crate::pages::{HomePage, MyOrdersPage, NotFound, OrderPage};
 
+#[cfg(feature = "ssr")]
+mod scripts;
+
 /// The document around the app, rendered on the server only.
+#[cfg(feature = "ssr")]
 pub fn shell(options: LeptosOptions) -> impl IntoView {
     #[cfg(feature = "ssr")]
     crate::pages::ssr::secure_document(&options);
@@ -20,8 +26,9 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <AutoReload options=options.clone() />
                 // The stylesheet's name carries its hash, read from hash.txt like the bundle's.
                 <HashedStylesheet options=options.clone() id="leptos" />
-                // Islands: the browser hydrates only the `#[island]`s, not the whole page.
-                <HydrationScripts options islands=true />
+                // Islands: the browser hydrates only the `#[island]`s, not the whole page, and
+                // fetches their bundle once the page has painted (see `scripts`).
+                <scripts::IslandScripts options />
                 <MetaTags />
             </head>
             <body>

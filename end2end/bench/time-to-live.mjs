@@ -5,6 +5,7 @@
 // a new browser context (nothing cached), navigating to an order that is on its way; the
 // page records when its badge first reads "Live". Prints the median and the spread of RUNS.
 //   node end2end/bench/time-to-live.mjs [server binary]   (RUNS, default 7)
+//   BASE_URL=http://… node end2end/bench/time-to-live.mjs   (a server already running)
 import { chromium } from "@playwright/test";
 import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -13,7 +14,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 
 const root = resolve(import.meta.dirname, "..", "..");
-const binary = process.argv[2] ?? join(root, "target", "release", "order-tracking");
+const binary = process.argv[2] ? resolve(process.argv[2]) : join(root, "target", "release", "order-tracking");
 const runs = Number(process.env.RUNS ?? 7);
 
 const port = await new Promise((done, fail) => {
@@ -24,9 +25,9 @@ const port = await new Promise((done, fail) => {
     probe.close(() => done(port));
   });
 });
-const base = `http://127.0.0.1:${port}`;
+const base = process.env.BASE_URL ?? `http://127.0.0.1:${port}`;
 const dir = mkdtempSync(join(tmpdir(), "time-to-live-"));
-const server = spawn(binary, [], {
+const server = process.env.BASE_URL ? null : spawn(binary, [], {
   cwd: root,
   env: {
     ...process.env,
@@ -93,6 +94,6 @@ try {
   );
 } finally {
   await browser.close();
-  server.kill("SIGKILL");
+  server?.kill("SIGKILL");
   rmSync(dir, { recursive: true, force: true });
 }
