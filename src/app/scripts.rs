@@ -5,7 +5,7 @@
 //! first paint of 0.8 s; 0.8–0.9 s without the hints, measured through a proxy that removed
 //! them). Here the script starts both fetches, the JavaScript and the WebAssembly side by side,
 //! once the page has painted; then it runs [`crate::hydrate`] and each island, as the islands
-//! script of Leptos does for islands without children (ours take none).
+//! script of Leptos does for islands without children (ours take none), each in its own task.
 use std::sync::OnceLock;
 
 use leptos::nonce::use_nonce;
@@ -52,16 +52,23 @@ pub fn IslandScripts(options: LeptosOptions) -> impl IntoView {
         serde_json::to_string(js).unwrap_or_default(),
         serde_json::to_string(wasm).unwrap_or_default(),
     );
+    // Each step in its own task (a zero timeout between them), so that none blocks the
+    // page for long on a slow phone: instantiating the bundle, then each island. The body is
+    // marked `data-hydrated` once every island runs (tests wait for it).
     let script = format!(
-        "requestAnimationFrame(() => setTimeout(() => {{\
+        "const next = () => new Promise((done) => setTimeout(done));\
+         requestAnimationFrame(() => setTimeout(async () => {{\
            const wasm = fetch({wasm});\
-           import({js}).then((bundle) => bundle.default({{ module_or_path: wasm }}).then(() => {{\
-             bundle.hydrate();\
-             for (const island of document.querySelectorAll('leptos-island')) {{\
-               const run = bundle[island.dataset.component];\
-               if (run) run(island); else console.warn('no island', island.dataset.component);\
-             }}\
-           }}));\
+           const bundle = await import({js});\
+           await bundle.default({{ module_or_path: wasm }});\
+           await next();\
+           bundle.hydrate();\
+           for (const island of document.querySelectorAll('leptos-island')) {{\
+             await next();\
+             const run = bundle[island.dataset.component];\
+             if (run) run(island); else console.warn('no island', island.dataset.component);\
+           }}\
+           document.body.dataset.hydrated = 'true';\
          }}));"
     );
     view! { <script type="module" nonce=use_nonce()>{script}</script> }

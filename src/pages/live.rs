@@ -423,7 +423,10 @@ fn schedule_reopen(tab: &Shared, from: Option<Option<EventId>>) {
     // go before the new one arrives, so the browser never holds two, even for a moment.
     // With no open stream to close (the page's first, or one the browser gave up on), the
     // next task is enough to gather this task's wants: a page just loaded must not wait.
-    let closing = holder.source.as_ref().is_some_and(|source| !source.is_closed());
+    let closing = holder
+        .source
+        .as_ref()
+        .is_some_and(|source| !source.is_closed());
     holder.source = None;
     let weak = Rc::downgrade(tab);
     set_timeout(

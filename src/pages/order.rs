@@ -164,8 +164,19 @@ fn Tracker(id: Uuid, events: Vec<OrderEvent>) -> impl IntoView {
 
     #[cfg(feature = "hydrate")]
     Effect::new(move |_| {
-        in_browser.set(true);
+        // The local times and the stream each in a task of their own, after the island's
+        // hydration: no one task blocks a slow phone for long.
+        let later = |task: Box<dyn FnOnce()>| set_timeout(task, std::time::Duration::ZERO);
+        later(Box::new(move || in_browser.set(true)));
         crate::pages::remembered::remember(id);
+        // The feed once started; `Err` once the island is gone (then it never starts).
+        let feed = std::rc::Rc::new(std::cell::RefCell::new(Ok(None)));
+        let stop = send_wrapper::SendWrapper::new(feed.clone());
+        on_cleanup(move || {
+            if let Ok(Some(feed)) = stop.take().replace(Err(())) {
+                crate::pages::live::LiveFeed::stop(feed);
+            }
+        });
         if connection.get_untracked() != Connection::Completed {
             // On `reset`, the order's state again from the server: its events, or, once it
             // is compacted, the page for that.
@@ -180,15 +191,19 @@ fn Tracker(id: Uuid, events: Vec<OrderEvent>) -> impl IntoView {
                     }
                 })
             };
-            let feed = crate::pages::live::LiveFeed::start(
-                id,
-                events,
-                connection,
-                Some(announcement),
-                reload,
-            );
-            let feed = send_wrapper::SendWrapper::new(feed);
-            on_cleanup(move || feed.take().stop());
+            later(Box::new(move || {
+                let mut feed = feed.borrow_mut();
+                let Ok(slot) = &mut *feed else {
+                    return;
+                };
+                *slot = Some(crate::pages::live::LiveFeed::start(
+                    id,
+                    events,
+                    connection,
+                    Some(announcement),
+                    reload,
+                ));
+            }));
         }
     });
 
