@@ -28,7 +28,7 @@ use web_sys::{BroadcastChannel, Event, MessageEvent};
 
 use crate::domain::{EventId, OrderEvent, OrderStatusUpdate};
 use crate::pages::connection::Connection;
-use crate::pages::source::{reopen_delay, Listener, Source};
+use crate::pages::source::{reopen_delay, restored_from_cache, Listener, Source};
 use crate::pages::time::local_label;
 
 /// Changes of the wanted orders within this delay make one reopening, not several. It is
@@ -236,8 +236,7 @@ fn share(tab: &Shared, locks: &JsValue, channel: BroadcastChannel) {
             return;
         };
         let back = match event.type_().as_str() {
-            "pageshow" => js_sys::Reflect::get(&event, &"persisted".into())
-                .is_ok_and(|persisted| persisted.is_truthy()),
+            "pageshow" => restored_from_cache(&event),
             "visibilitychange" => !document().hidden(),
             _ => true,
         };

@@ -166,8 +166,7 @@ fn Tracker(id: Uuid, events: Vec<OrderEvent>) -> impl IntoView {
     Effect::new(move |_| {
         // The local times and the stream each in a task of their own, after the island's
         // hydration: no one task blocks a slow phone for long.
-        let later = |task: Box<dyn FnOnce()>| set_timeout(task, std::time::Duration::ZERO);
-        later(Box::new(move || in_browser.set(true)));
+        set_timeout(move || in_browser.set(true), std::time::Duration::ZERO);
         crate::pages::remembered::remember(id);
         // The feed once started; `Err` once the island is gone (then it never starts).
         let feed = std::rc::Rc::new(std::cell::RefCell::new(Ok(None)));
@@ -191,7 +190,7 @@ fn Tracker(id: Uuid, events: Vec<OrderEvent>) -> impl IntoView {
                     }
                 })
             };
-            later(Box::new(move || {
+            let start = move || {
                 let mut feed = feed.borrow_mut();
                 let Ok(slot) = &mut *feed else {
                     return;
@@ -203,7 +202,8 @@ fn Tracker(id: Uuid, events: Vec<OrderEvent>) -> impl IntoView {
                     Some(announcement),
                     reload,
                 ));
-            }));
+            };
+            set_timeout(start, std::time::Duration::ZERO);
         }
     });
 

@@ -177,10 +177,7 @@ impl Source {
             let restored = {
                 let listener = listener.clone();
                 Closure::<dyn FnMut(Event)>::new(move |event: Event| {
-                    let persisted = js_sys::Reflect::get(&event, &"persisted".into())
-                        .ok()
-                        .and_then(|value| value.as_bool());
-                    if persisted == Some(true) {
+                    if restored_from_cache(&event) {
                         listener.stale();
                     }
                 })
@@ -217,6 +214,11 @@ impl Source {
     pub fn is_closed(&self) -> bool {
         self.hearing.source.ready_state() == EventSource::CLOSED
     }
+}
+
+/// Whether a `pageshow` is the page coming back from the back/forward cache (`persisted`).
+pub fn restored_from_cache(event: &Event) -> bool {
+    js_sys::Reflect::get(event, &"persisted".into()).is_ok_and(|persisted| persisted.is_truthy())
 }
 
 fn listen(source: &EventSource, name: &str, handler: &Handler) {

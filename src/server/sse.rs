@@ -9,18 +9,24 @@ use crate::domain::{retry_ms, EventId, OrderEvent};
 pub const EVENT_NAME: &str = "order-update";
 
 /// The first frame of a stream: how long EventSource waits before reconnecting, drawn for
-/// each stream between 3 and 6 s (spec §13).
-pub fn retry_frame() -> Bytes {
-    retry_frame_of(retry_ms(fastrand::f64()))
+/// each stream between 3 and 6 s (spec §13); for a stream opened with `heartbeat`, the
+/// keep-alive period in seconds too.
+pub fn retry_frame(heartbeat: Option<u64>) -> Bytes {
+    retry_frame_of(retry_ms(fastrand::f64()), heartbeat)
 }
 
-/// The `retry` frame for a delay of `ms`.
-pub fn retry_frame_of(ms: u64) -> Bytes {
-    Bytes::from(format!("retry: {ms}\n\n"))
+/// The `retry` frame for a delay of `ms`. With `heartbeat`, it also holds an event whose data
+/// is the keep-alive period in seconds, so that the page knows how long a silence means the
+/// stream is dead.
+pub fn retry_frame_of(ms: u64, heartbeat: Option<u64>) -> Bytes {
+    Bytes::from(match heartbeat {
+        Some(secs) => format!("retry: {ms}\nevent: {HEARTBEAT_NAME}\ndata: {secs}\n\n"),
+        None => format!("retry: {ms}\n\n"),
+    })
 }
 
 /// A comment frame sent on a quiet stream so that proxies and clients keep it open.
-pub const KEEPALIVE_FRAME: Bytes = Bytes::from_static(b": keep-alive\n\n");
+const KEEPALIVE_FRAME: Bytes = Bytes::from_static(b": keep-alive\n\n");
 
 /// The name of the event a stream opened with `heartbeat` sends beside each keep-alive
 /// comment. EventSource hides comments from the page, so without it a page cannot tell a
@@ -29,21 +35,16 @@ pub const HEARTBEAT_NAME: &str = "keep-alive";
 
 /// The keep-alive of a stream opened with `heartbeat`: the same comment, then an event the
 /// page sees. It has no `id:` line, so the client's resume point stays its last event's.
-pub const HEARTBEAT_FRAME: Bytes =
-    Bytes::from_static(b"event: keep-alive\ndata: \n\n: keep-alive\n\n");
+const HEARTBEAT_FRAME: Bytes = Bytes::from_static(b"event: keep-alive\ndata: \n\n: keep-alive\n\n");
 
-/// The first frame of a stream opened with `heartbeat`: the `retry` line, then an event
-/// whose data is the keep-alive period in seconds, so that the page knows how long a
-/// silence means the stream is dead.
-pub fn heartbeat_retry_frame(keepalive_secs: u64) -> Bytes {
-    heartbeat_retry_frame_of(retry_ms(fastrand::f64()), keepalive_secs)
-}
-
-/// [`heartbeat_retry_frame`] for a delay of `ms`.
-pub fn heartbeat_retry_frame_of(ms: u64, keepalive_secs: u64) -> Bytes {
-    Bytes::from(format!(
-        "retry: {ms}\nevent: {HEARTBEAT_NAME}\ndata: {keepalive_secs}\n\n"
-    ))
+/// The keep-alive of a stream: the comment, or for a stream opened with `heartbeat` the
+/// comment and an event beside it.
+pub fn keepalive_frame(heartbeat: bool) -> Bytes {
+    if heartbeat {
+        HEARTBEAT_FRAME
+    } else {
+        KEEPALIVE_FRAME
+    }
 }
 
 /// The name of the frame that tells a client it missed events that are no longer stored
@@ -107,23 +108,23 @@ mod tests {
     #[test]
     fn a_heartbeat_stream_tells_its_period_first_and_shows_each_keep_alive_as_an_event() {
         assert_eq!(
-            &heartbeat_retry_frame_of(4200, 15)[..],
+            &retry_frame_of(4200, Some(15))[..],
             b"retry: 4200\nevent: keep-alive\ndata: 15\n\n"
         );
         // The comment stays, so that it is still the keep-alive of spec §3.
         assert_eq!(
-            &HEARTBEAT_FRAME[..],
+            &keepalive_frame(true)[..],
             b"event: keep-alive\ndata: \n\n: keep-alive\n\n"
         );
     }
 
     #[test]
     fn each_stream_draws_its_own_retry_between_three_and_six_seconds() {
-        assert_eq!(&retry_frame_of(4321)[..], b"retry: 4321\n\n");
-        assert_eq!(&KEEPALIVE_FRAME[..], b": keep-alive\n\n");
+        assert_eq!(&retry_frame_of(4321, None)[..], b"retry: 4321\n\n");
+        assert_eq!(&keepalive_frame(false)[..], b": keep-alive\n\n");
         let drawn: std::collections::HashSet<u64> = (0..200)
             .map(|_| {
-                let frame = retry_frame();
+                let frame = retry_frame(None);
                 let text = std::str::from_utf8(&frame).unwrap();
                 let ms: u64 = text
                     .strip_prefix("retry: ")

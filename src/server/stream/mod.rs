@@ -247,10 +247,7 @@ impl Frames {
         }
         if !self.retry_sent {
             self.retry_sent = true;
-            return Some(match self.heartbeat {
-                Some(secs) => sse::heartbeat_retry_frame(secs),
-                None => sse::retry_frame(),
-            });
+            return Some(sse::retry_frame(self.heartbeat));
         }
         // Then, when the client missed events that are gone, `reset` (spec §12).
         if let Some(earliest) = self.follower.take_reset() {
@@ -270,10 +267,9 @@ impl Frames {
                 }
                 Followed::End | Followed::Failed => None,
             },
-            changed = self.keepalive.changed() => changed.ok().map(|()| match self.heartbeat {
-                Some(_) => sse::HEARTBEAT_FRAME,
-                None => sse::KEEPALIVE_FRAME,
-            }),
+            changed = self.keepalive.changed() => changed
+                .ok()
+                .map(|()| sse::keepalive_frame(self.heartbeat.is_some())),
         };
         self.ended = frame.is_none();
         frame
