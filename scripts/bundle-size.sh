@@ -21,9 +21,9 @@ for ext in wasm js; do
     printf '%-6s %10d %10d %10d\n' "$ext" "$raw" "$br" "$gz"
     total_raw=$((total_raw + raw)) total_br=$((total_br + br)) total_gz=$((total_gz + gz))
 done
-# The budget is today's size and a little room: the issue's target is 100,000 (not reached).
-budget=${BUNDLE_BUDGET:-165000}
-printf '%-6s %10d %10d %10d  (budget: brotli <= %d; target 100000)\n' total "$total_raw" "$total_br" "$total_gz" "$budget"
+# Issue 22's target: what a phone downloads before a page is live, at most 100 KB brotli.
+budget=${BUNDLE_BUDGET:-100000}
+printf '%-6s %10d %10d %10d  (budget: brotli <= %d)\n' total "$total_raw" "$total_br" "$total_gz" "$budget"
 if [ "$total_br" -gt "$budget" ]; then
     echo "the bundle is $total_br bytes brotli, over its budget of $budget" >&2
     exit 1

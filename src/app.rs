@@ -26,8 +26,8 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <AutoReload options=options.clone() />
                 // The stylesheet's name carries its hash, read from hash.txt like the bundle's.
                 <HashedStylesheet options=options.clone() id="leptos" />
-                // Islands: the browser hydrates only the `#[island]`s, not the whole page, and
-                // fetches their bundle once the page has painted (see `scripts`).
+                // Islands: the browser hydrates only the `#[island]`s, not the whole page
+                // (their bundle preloaded; see `scripts`).
                 <scripts::IslandScripts options />
                 <MetaTags />
             </head>

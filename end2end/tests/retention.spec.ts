@@ -112,7 +112,7 @@ test.describe("idle orders compacted after 12 s", () => {
     // Back: the stream resumes after Created, before the compacted PaymentConfirmed, and
     // starts with `reset`; the page reads the order again.
     const reset = page.waitForEvent("requestfinished", {
-      predicate: (request) => request.url().includes("/_server/"),
+      predicate: (request) => new URL(request.url()).pathname === `/api/orders/${id}`,
       timeout: 30_000,
     });
     await release();

@@ -108,22 +108,66 @@ impl OrderEvent {
     }
 }
 
-/// Serde for `DateTime<Utc>` as RFC 3339 with exactly three fractional digits and `Z`.
+/// `at` as RFC 3339 in UTC with exactly three fractional digits and `Z`
+/// (`2026-11-23T23:10:00.123Z`): the wire format of every time (spec §3).
+///
+/// Written from the date's parts rather than with chrono's formatter, so that the browser's
+/// bundle, which renders times in `datetime` attributes, carries no formatting machinery
+/// (issue 22); a test holds it to chrono's `to_rfc3339_opts(Millis, true)`.
+pub fn rfc3339_millis(at: DateTime<Utc>) -> String {
+    use chrono::{Datelike, Timelike};
+    let year = at.year();
+    // chrono's own rule: four digits within 0..=9999, else a sign and at least four.
+    let year = if (0..=9999).contains(&year) {
+        format!("{year:04}")
+    } else {
+        format!("{year:+05}")
+    };
+    format!(
+        "{year}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        at.month(),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second(),
+        at.timestamp_subsec_millis().min(999),
+    )
+}
+
+/// Serde for `DateTime<Utc>` as [`rfc3339_millis`].
 pub(crate) mod millis {
-    use chrono::{DateTime, SecondsFormat, Utc};
+    use chrono::{DateTime, Utc};
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(at: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&at.to_rfc3339_opts(SecondsFormat::Millis, true))
+        serializer.serialize_str(&super::rfc3339_millis(*at))
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(
         deserializer: D,
     ) -> Result<DateTime<Utc>, D::Error> {
         let raw = String::deserialize(deserializer)?;
-        DateTime::parse_from_rfc3339(&raw)
-            .map(|at| at.with_timezone(&Utc))
-            .map_err(serde::de::Error::custom)
+        super::parse_time(&raw).ok_or_else(|| serde::de::Error::custom("not an RFC 3339 time"))
+    }
+}
+
+/// An RFC 3339 time; on the server with chrono's strict parser.
+#[cfg(not(feature = "hydrate"))]
+pub fn parse_time(raw: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(raw)
+        .ok()
+        .map(|at| at.with_timezone(&Utc))
+}
+
+/// An RFC 3339 time; in the browser with its own `Date.parse`: what is read there was written
+/// by the server, and chrono's parser would add 17 KB to the bundle (issue 22).
+#[cfg(feature = "hydrate")]
+pub fn parse_time(raw: &str) -> Option<DateTime<Utc>> {
+    let ms = js_sys::Date::parse(raw);
+    if ms.is_finite() {
+        DateTime::from_timestamp_millis(ms as i64)
+    } else {
+        None
     }
 }
 
@@ -185,6 +229,34 @@ mod tests {
         let update = OrderStatusUpdate::new(Uuid::nil(), OrderStatus::Created, at);
         let json = serde_json::to_value(&update).unwrap();
         assert_eq!(json["timestamp"], "2026-01-02T03:04:05.000Z");
+    }
+
+    #[test]
+    fn the_wire_time_is_chronos_rfc_3339_with_milliseconds() {
+        use chrono::SecondsFormat;
+        let mut at = Utc.with_ymd_and_hms(1970, 1, 1, 0, 0, 0).unwrap();
+        // Every day of four centuries, at a time that moves through hours, minutes, seconds
+        // and milliseconds, and the edges of chrono's four-digit years.
+        for step in 0..146_097 {
+            at += TimeDelta::days(1) + TimeDelta::milliseconds(3_723_001 + step % 997);
+            assert_eq!(
+                rfc3339_millis(at),
+                at.to_rfc3339_opts(SecondsFormat::Millis, true)
+            );
+        }
+        for at in [
+            DateTime::<Utc>::MIN_UTC,
+            DateTime::<Utc>::MAX_UTC,
+            Utc.with_ymd_and_hms(0, 1, 1, 0, 0, 0).unwrap(),
+            Utc.with_ymd_and_hms(-1, 12, 31, 23, 59, 59).unwrap(),
+            Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59).unwrap() + TimeDelta::milliseconds(999),
+            Utc.with_ymd_and_hms(10000, 1, 1, 0, 0, 0).unwrap(),
+        ] {
+            assert_eq!(
+                rfc3339_millis(at),
+                at.to_rfc3339_opts(SecondsFormat::Millis, true)
+            );
+        }
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! (`super::live`), which moves it.
 
 /// The server renders only `Connecting` and `Completed`; the others come from the browser.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
 pub enum Connection {
     Connecting,
@@ -14,6 +14,30 @@ pub enum Connection {
 }
 
 impl Connection {
+    /// Its name in the tabs' messages (`super::channel`).
+    #[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
+    pub fn name(self) -> &'static str {
+        match self {
+            Connection::Connecting => "Connecting",
+            Connection::Live => "Live",
+            Connection::Reconnecting => "Reconnecting",
+            Connection::Offline => "Offline",
+            Connection::Completed => "Completed",
+        }
+    }
+
+    #[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "Connecting" => Connection::Connecting,
+            "Live" => Connection::Live,
+            "Reconnecting" => Connection::Reconnecting,
+            "Offline" => Connection::Offline,
+            "Completed" => Connection::Completed,
+            _ => return None,
+        })
+    }
+
     pub fn label(self) -> &'static str {
         match self {
             Connection::Connecting => "Connecting…",

@@ -4,13 +4,15 @@
 //! An order id is the capability to watch that order (spec §6), so with `ADMIN_TOKEN` set the
 //! page lists nothing: the server function below returns no orders, not merely a page that
 //! hides them.
+use leptos::either::Either;
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::components::Redirect;
 use leptos_router::hooks::use_query_map;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{parse_order_reference, EventId, OrderSummary};
+use crate::domain::{parse_order_reference, rfc3339_millis, EventId, OrderSummary};
+use crate::pages::island::{self, give, IslandData};
 use crate::pages::time::utc_label;
 
 /// What the home page shows.
@@ -116,7 +118,10 @@ pub fn HomePage() -> impl IntoView {
             {move || Suspend::new(async move {
                 match data.await {
                     Ok(HomeData { recent: Some(recent), last_event_id, .. }) => {
-                        Some(view! { <RecentOrders recent last_event_id /> }.into_any())
+                        Some(view! {
+                            {give(RecentData { recent, last_event_id })}
+                            <RecentOrders />
+                        }.into_any())
                     }
                     Ok(HomeData { recent: None, .. }) => None,
                     Err(err) => Some(view! {
@@ -165,10 +170,41 @@ fn TrackOrder() -> impl IntoView {
 /// How many recent orders the list keeps as new ones arrive.
 const RECENT_KEPT: usize = 10;
 
+/// What the home page's island starts from: the recent orders, and the last event id when
+/// they were read.
+#[derive(Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RecentData {
+    recent: Vec<OrderSummary>,
+    last_event_id: Option<EventId>,
+}
+
+impl IslandData for RecentData {
+    const ID: &'static str = "recent-data";
+
+    #[cfg(feature = "hydrate")]
+    fn read(value: &wasm_bindgen::JsValue) -> Option<Self> {
+        use crate::pages::json::{event_id, get, list, summary};
+        Some(Self {
+            recent: list(&get(value, "recent"), summary)?,
+            last_event_id: event_id(&get(value, "lastEventId"))?,
+        })
+    }
+}
+
 /// The live list: an island, the home page's only code in the browser (the track form and the
 /// demo button are plain forms).
 #[island]
-fn RecentOrders(recent: Vec<OrderSummary>, last_event_id: Option<EventId>) -> impl IntoView {
+fn RecentOrders() -> impl IntoView {
+    island::take::<RecentData>().map(
+        |RecentData {
+             recent,
+             last_event_id,
+         }| recent_orders(recent, last_event_id),
+    )
+}
+
+fn recent_orders(recent: Vec<OrderSummary>, last_event_id: Option<EventId>) -> impl IntoView {
     let rows = RwSignal::new(recent);
     #[cfg(feature = "hydrate")]
     Effect::new(move |_| {
@@ -181,14 +217,15 @@ fn RecentOrders(recent: Vec<OrderSummary>, last_event_id: Option<EventId>) -> im
     view! {
         <section class="card">
             <h2>"Recent orders"</h2>
+            // `Either`, not `into_any()`: the type-erased view costs the bundle more.
             {move || if rows.with(Vec::is_empty) {
-                view! { <p class="muted" data-testid="no-orders">"No orders yet."</p> }.into_any()
+                Either::Left(view! { <p class="muted" data-testid="no-orders">"No orders yet."</p> })
             } else {
-                view! {
+                Either::Right(view! {
                     <ul class="order-list" data-testid="recent-orders">
                         {rows.get().into_iter().map(|order| view! { <OrderRow order /> }).collect_view()}
                     </ul>
-                }.into_any()
+                })
             }}
         </section>
     }
@@ -204,7 +241,7 @@ fn OrderRow(order: OrderSummary) -> impl IntoView {
             <a href=format!("/orders/{id}") class="order-link">
                 <span class="order-number">"Order " <code>{short}</code></span>
                 <span class=format!("pill status-{}", status.wire_name())>{status.label()}</span>
-                <time class="muted" datetime=order.updated_at.to_rfc3339()>{utc_label(order.updated_at)}</time>
+                <time class="muted" datetime=rfc3339_millis(order.updated_at)>{utc_label(order.updated_at)}</time>
             </a>
         </li>
     }

@@ -20,14 +20,15 @@ use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 use leptos::prelude::*;
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 use web_sys::{BroadcastChannel, Event, MessageEvent};
 
-use crate::domain::{EventId, OrderEvent, OrderStatusUpdate};
+use crate::domain::{EventId, OrderEvent};
+use crate::pages::channel::{Message, CHANNEL, LOCK};
 use crate::pages::connection::Connection;
+use crate::pages::json;
 use crate::pages::source::{reopen_delay, restored_from_cache, Listener, Source};
 use crate::pages::time::local_label;
 
@@ -36,32 +37,8 @@ use crate::pages::time::local_label;
 /// read the close before it lets the old stream go, and on a busy 2-core machine that took
 /// more than 30 ms (a fresh-clone CI run counted two streams for a moment).
 const SETTLE: Duration = Duration::from_millis(150);
-/// The Web Lock the tabs compete for, and the channel they talk on.
-const LOCK: &str = "order-tracking-stream";
-const CHANNEL: &str = "order-tracking";
 /// The most orders one stream follows (the server's limit).
 const MAX_ORDERS: usize = 100;
-
-/// What the tabs say to each other.
-#[derive(Serialize, Deserialize)]
-enum Message {
-    /// A tab's open orders and the last event it has of each; sent on every change and when
-    /// a new holder asks.
-    Want {
-        tab: u32,
-        orders: Vec<(Uuid, Option<EventId>)>,
-    },
-    /// A tab is going away.
-    Bye { tab: u32 },
-    /// A new holder asks every tab what it wants.
-    Who,
-    /// An event from the stream, as the server sent it.
-    Event { id: EventId, data: String },
-    /// The stream said `reset`: events of some order shown are no longer stored.
-    Reset,
-    /// The state of the browser's stream.
-    State { connection: Connection },
-}
 
 /// One timeline fed by the stream.
 struct Watcher {
@@ -214,7 +191,7 @@ fn share(tab: &Shared, locks: &JsValue, channel: BroadcastChannel) {
         let (Some(tab), Some(text)) = (weak.upgrade(), event.data().as_string()) else {
             return;
         };
-        if let Ok(message) = serde_json::from_str::<Message>(&text) {
+        if let Some(message) = Message::decode(&text) {
             hear(&tab, message);
         }
     });
@@ -302,8 +279,8 @@ fn set_role(tab: &Shared) {
 }
 
 fn post(tab: &Shared, message: &Message) {
-    if let (Some(channel), Ok(text)) = (&tab.borrow().channel, serde_json::to_string(message)) {
-        let _ = channel.post_message(&text.into());
+    if let Some(channel) = &tab.borrow().channel {
+        let _ = channel.post_message(&message.encode().into());
     }
 }
 
@@ -542,7 +519,7 @@ fn revive(tab: &Shared) {
 
 /// The holder's source delivered an event: keep it, show it here, pass it on.
 fn relay(tab: &Shared, id: EventId, data: String) {
-    let Ok(update) = serde_json::from_str::<OrderStatusUpdate>(&data) else {
+    let Some(update) = json::parse(&data).as_ref().and_then(json::update) else {
         return;
     };
     let nothing_left = {
@@ -660,7 +637,7 @@ fn set_connection(tab: &Shared, connection: Connection) {
 /// Adds an event to the timelines of its order that need it next. A timeline that finds
 /// it lacks an earlier one asks the holder again (or, in the holder, reopens from it).
 fn apply(tab: &Shared, id: EventId, data: &str) {
-    let Ok(update) = serde_json::from_str::<OrderStatusUpdate>(data) else {
+    let Some(update) = json::parse(data).as_ref().and_then(json::update) else {
         return;
     };
     let status = update.status;

@@ -1,12 +1,18 @@
 //! The pages a customer sees, with the server functions that feed them. Rendered on the
 //! server, hydrated in the browser; [`live`] is the browser's side of the stream, [`ssr`] the
 //! server's side of the pages.
+mod channel;
 mod connection;
 pub mod home;
+mod island;
+#[cfg(feature = "hydrate")]
+mod json;
 #[cfg(feature = "hydrate")]
 mod live;
 pub mod my_orders;
 pub mod order;
+#[cfg(feature = "hydrate")]
+mod reader;
 mod recent;
 mod remembered;
 #[cfg(feature = "hydrate")]

@@ -1,6 +1,7 @@
 //! `/my-orders`: the orders this browser has opened, each with its live status, on the
 //! browser's one shared stream. The list is kept in the browser (`localStorage`), never on
 //! the server: an order id is a capability, and the server lists none.
+use leptos::either::{Either, EitherOf3};
 use leptos::prelude::*;
 use leptos_meta::Title;
 use uuid::Uuid;
@@ -27,24 +28,25 @@ fn MyOrders() -> impl IntoView {
     view! {
         <section class="card">
             <h1>"Your orders"</h1>
+            // `EitherOf3`, not `into_any()`: the type-erased view costs the bundle more.
             {move || match orders.get() {
-                None => view! {
+                None => EitherOf3::A(view! {
                     <p class="muted" data-testid="my-orders-waiting">
                         "This browser keeps the list of orders you have opened, so it shows "
                         "once the page has fully loaded. Each order's own page works without it."
                     </p>
-                }.into_any(),
-                Some(list) if list.is_empty() => view! {
+                }),
+                Some(list) if list.is_empty() => EitherOf3::B(view! {
                     <p class="muted" data-testid="my-orders-empty">
                         "You have not opened any order in this browser yet. "
                         <a href="/">"Track an order"</a>
                     </p>
-                }.into_any(),
-                Some(list) => view! {
+                }),
+                Some(list) => EitherOf3::C(view! {
                     <ul class="order-list" data-testid="my-orders">
                         {list.into_iter().map(|id| view! { <MyOrder id /> }).collect_view()}
                     </ul>
-                }.into_any(),
+                }),
             }}
         </section>
     }
@@ -71,10 +73,10 @@ fn MyOrder(id: Uuid) -> impl IntoView {
             <a href=format!("/orders/{text}") class="order-link">
                 <span class="order-number">"Order " <code>{short}</code></span>
                 {move || match status() {
-                    Some(status) => view! {
+                    Some(status) => Either::Left(view! {
                         <span class=format!("pill status-{}", status.wire_name())>{status.label()}</span>
-                    }.into_any(),
-                    None => view! { <span class="pill">"Waiting…"</span> }.into_any(),
+                    }),
+                    None => Either::Right(view! { <span class="pill">"Waiting…"</span> }),
                 }}
             </a>
         </li>
@@ -91,7 +93,7 @@ fn live(id: Uuid, events: RwSignal<Vec<OrderEvent>>, expired: RwSignal<Option<Or
 
     use crate::pages::connection::Connection;
     use crate::pages::live::LiveFeed;
-    use crate::pages::order::{lookup_order, OrderLookup};
+    use crate::pages::reader::{read_order, Read};
 
     type Feed = Rc<RefCell<Option<LiveFeed>>>;
     fn load(
@@ -101,25 +103,26 @@ fn live(id: Uuid, events: RwSignal<Vec<OrderEvent>>, expired: RwSignal<Option<Or
         feed: Feed,
     ) {
         leptos::task::spawn_local(async move {
-            match lookup_order(id.to_string()).await {
-                Ok(OrderLookup::Known { events: fresh, .. }) => {
-                    let delivered = fresh.last().is_some_and(|e| e.update.status.is_final());
-                    events.set(fresh);
-                    if !delivered && feed.borrow().is_none() {
-                        let connection = RwSignal::new(Connection::Connecting);
-                        let again = feed.clone();
-                        let reload = move || load(id, events, expired, again.clone());
-                        let started = LiveFeed::start(id, events, connection, None, reload);
-                        *feed.borrow_mut() = Some(started);
-                    }
-                }
-                Ok(OrderLookup::Expired { status, .. }) => {
-                    expired.set(Some(status));
+            let fresh = match read_order(id).await {
+                Some(Read::Order(order)) if order.expired => {
+                    expired.set(Some(order.status));
                     if let Some(feed) = feed.borrow_mut().take() {
                         feed.stop();
                     }
+                    return;
                 }
-                _ => {}
+                Some(Read::Order(order)) => order.events,
+                Some(Read::NotPlaced) => Vec::new(),
+                None => return,
+            };
+            let delivered = fresh.last().is_some_and(|e| e.update.status.is_final());
+            events.set(fresh);
+            if !delivered && feed.borrow().is_none() {
+                let connection = RwSignal::new(Connection::Connecting);
+                let again = feed.clone();
+                let reload = move || load(id, events, expired, again.clone());
+                let started = LiveFeed::start(id, events, connection, None, reload);
+                *feed.borrow_mut() = Some(started);
             }
         });
     }

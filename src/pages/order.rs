@@ -7,8 +7,9 @@ use leptos_router::hooks::use_params_map;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::domain::{OrderEvent, OrderStatus};
+use crate::domain::{rfc3339_millis, OrderEvent, OrderStatus};
 use crate::pages::connection::Connection;
+use crate::pages::island::{self, give, IslandData};
 use crate::pages::time::{local_label, utc_label};
 
 /// What the server knows of an order id.
@@ -81,11 +82,13 @@ pub fn OrderPage() -> impl IntoView {
                 match lookup.await {
                     Ok(OrderLookup::Known { id, events }) => view! {
                         <OrderTitle id />
-                        <Tracker id events />
+                        {give(TrackerData { id, events })}
+                        <Tracker />
                     }.into_any(),
                     Ok(OrderLookup::Expired { id, status, updated_at }) => view! {
                         <OrderTitle id />
-                        <Expired id status updated_at />
+                        {give(ExpiredData { id, status, updated_at })}
+                        <Expired />
                     }.into_any(),
                     Ok(OrderLookup::Invalid) => view! {
                         <Title text="Unknown order" />
@@ -109,10 +112,44 @@ fn OrderTitle(id: Uuid) -> impl IntoView {
     view! { <Title text=format!("Order {}", &id.to_string()[..8]) /> }
 }
 
+/// What the order page's island of a compacted order starts from.
+#[derive(Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ExpiredData {
+    id: Uuid,
+    status: OrderStatus,
+    #[serde(with = "crate::domain::millis")]
+    updated_at: DateTime<Utc>,
+}
+
+impl IslandData for ExpiredData {
+    const ID: &'static str = "expired-data";
+
+    #[cfg(feature = "hydrate")]
+    fn read(value: &wasm_bindgen::JsValue) -> Option<Self> {
+        use crate::pages::json::{status, time, uuid};
+        Some(Self {
+            id: uuid(value, "id")?,
+            status: status(value, "status")?,
+            updated_at: time(value, "updatedAt")?,
+        })
+    }
+}
+
 /// A compacted order: where it got to and when, without the steps. An island: in the browser
 /// it remembers the order (`/my-orders`) and gives the time in local time.
 #[island]
-fn Expired(id: Uuid, status: OrderStatus, updated_at: DateTime<Utc>) -> impl IntoView {
+fn Expired() -> impl IntoView {
+    island::take::<ExpiredData>().map(
+        |ExpiredData {
+             id,
+             status,
+             updated_at,
+         }| expired(id, status, updated_at),
+    )
+}
+
+fn expired(id: Uuid, status: OrderStatus, updated_at: DateTime<Utc>) -> impl IntoView {
     let in_browser = RwSignal::new(false);
     #[cfg(feature = "hydrate")]
     Effect::new(move |_| {
@@ -137,7 +174,7 @@ fn Expired(id: Uuid, status: OrderStatus, updated_at: DateTime<Utc>) -> impl Int
             </div>
             <p class="expired-status" data-testid="final-status" data-status=status.wire_name()>
                 {status.label()} " on "
-                <time datetime=updated_at.to_rfc3339()>{when}</time>
+                <time datetime=rfc3339_millis(updated_at)>{when}</time>
             </p>
             <p class="muted" data-testid="history-gone">
                 "The step-by-step history of this order is no longer kept."
@@ -146,10 +183,34 @@ fn Expired(id: Uuid, status: OrderStatus, updated_at: DateTime<Utc>) -> impl Int
     }
 }
 
+/// What the order page's island starts from: the order's events so far.
+#[derive(Clone, Serialize)]
+struct TrackerData {
+    id: Uuid,
+    events: Vec<OrderEvent>,
+}
+
+impl IslandData for TrackerData {
+    const ID: &'static str = "tracker-data";
+
+    #[cfg(feature = "hydrate")]
+    fn read(value: &wasm_bindgen::JsValue) -> Option<Self> {
+        use crate::pages::json::{event, get, list, uuid};
+        Some(Self {
+            id: uuid(value, "id")?,
+            events: list(&get(value, "events"), event)?,
+        })
+    }
+}
+
 /// The live timeline of one order, with its badge: an island, the order page's only code in
 /// the browser.
 #[island]
-fn Tracker(id: Uuid, events: Vec<OrderEvent>) -> impl IntoView {
+fn Tracker() -> impl IntoView {
+    island::take::<TrackerData>().map(|TrackerData { id, events }| tracker(id, events))
+}
+
+fn tracker(id: Uuid, events: Vec<OrderEvent>) -> impl IntoView {
     let events = RwSignal::new(events);
     let latest = Memo::new(move |_| events.with(|events| events.last().map(OrderEvent::status)));
     let initial = if latest.get_untracked().is_some_and(OrderStatus::is_final) {
@@ -164,9 +225,8 @@ fn Tracker(id: Uuid, events: Vec<OrderEvent>) -> impl IntoView {
 
     #[cfg(feature = "hydrate")]
     Effect::new(move |_| {
-        // The local times and the stream each in a task of their own, after the island's
-        // hydration: no one task blocks a slow phone for long.
-        set_timeout(move || in_browser.set(true), std::time::Duration::ZERO);
+        // The stream in a task of its own, after the island's hydration: no one task blocks
+        // a slow phone for long.
         crate::pages::remembered::remember(id);
         // The feed once started; `Err` once the island is gone (then it never starts).
         let feed = std::rc::Rc::new(std::cell::RefCell::new(Ok(None)));
@@ -181,12 +241,14 @@ fn Tracker(id: Uuid, events: Vec<OrderEvent>) -> impl IntoView {
             // is compacted, the page for that.
             let reload = move || {
                 leptos::task::spawn_local(async move {
-                    match lookup_order(id.to_string()).await {
-                        Ok(OrderLookup::Known { events: fresh, .. }) => events.set(fresh),
-                        Ok(OrderLookup::Expired { .. }) => {
+                    use crate::pages::reader::{read_order, Read};
+                    match read_order(id).await {
+                        Some(Read::Order(order)) if order.expired => {
                             let _ = window().location().reload();
                         }
-                        _ => {}
+                        Some(Read::Order(order)) => events.set(order.events),
+                        Some(Read::NotPlaced) => events.set(Vec::new()),
+                        None => {}
                     }
                 })
             };
@@ -206,6 +268,20 @@ fn Tracker(id: Uuid, events: Vec<OrderEvent>) -> impl IntoView {
             set_timeout(start, std::time::Duration::ZERO);
         }
     });
+    // The local times once the badge has left "Connecting…" (at once for a delivered order),
+    // or after 3 s whatever the stream does: the first `Intl` format is a slow phone's
+    // longest task after hydration (170–230 ms at 4x), and before that it delayed the
+    // stream's opening and then its `open` event, so the badge read "Live" later.
+    #[cfg(feature = "hydrate")]
+    {
+        let local = move || in_browser.set(true);
+        set_timeout(local, std::time::Duration::from_secs(3));
+        Effect::new(move |_| {
+            if connection.get() != Connection::Connecting {
+                set_timeout(local, std::time::Duration::ZERO);
+            }
+        });
+    }
 
     // How many statuses are reached (0 to 6): the bar's width comes from the stylesheet.
     let reached = move || latest.get().map_or(0, |status| status.index() + 1);
@@ -244,7 +320,7 @@ fn Tracker(id: Uuid, events: Vec<OrderEvent>) -> impl IntoView {
                             <span class="step-dot" aria-hidden="true"></span>
                             <span class="step-label">{status.label()}</span>
                             {move || at().map(|at| view! {
-                                <time class="step-time" datetime=at.to_rfc3339()>
+                                <time class="step-time" datetime=rfc3339_millis(at)>
                                     {move || if in_browser.get() { local_label(at) } else { utc_label(at) }}
                                 </time>
                             })}

@@ -38,7 +38,8 @@ mod feed {
     use leptos::prelude::*;
 
     use super::place_update;
-    use crate::domain::{EventId, OrderStatusUpdate, OrderSummary};
+    use crate::domain::{EventId, OrderSummary};
+    use crate::pages::json;
     use crate::pages::source::{reopen_delay, Listener, Source};
 
     struct Feed {
@@ -126,7 +127,7 @@ mod feed {
     }
 
     fn receive(feed: &Rc<RefCell<Feed>>, id: EventId, data: &str) {
-        let Ok(update) = serde_json::from_str::<OrderStatusUpdate>(data) else {
+        let Some(update) = json::parse(data).as_ref().and_then(json::update) else {
             return;
         };
         let mut state = feed.borrow_mut();

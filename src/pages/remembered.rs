@@ -27,9 +27,17 @@ pub fn remembered() -> Vec<Uuid> {
         .ok()
         .flatten()
         .and_then(|storage| storage.get_item(STORAGE_KEY).ok().flatten());
-    stored
-        .and_then(|json| serde_json::from_str(&json).ok())
-        .unwrap_or_default()
+    // The browser's own JSON, both ways: the bundle then carries no JSON writer (issue 22).
+    let Some(array) = stored
+        .and_then(|json| js_sys::JSON::parse(&json).ok())
+        .filter(js_sys::Array::is_array)
+    else {
+        return Vec::new();
+    };
+    js_sys::Array::from(&array)
+        .iter()
+        .filter_map(|id| id.as_string()?.parse().ok())
+        .collect()
 }
 
 /// Adds an order to the browser's list (the order page calls it).
@@ -37,8 +45,14 @@ pub fn remembered() -> Vec<Uuid> {
 pub fn remember(order_id: Uuid) {
     let mut list = remembered();
     remember_in(&mut list, order_id);
-    if let (Ok(Some(storage)), Ok(json)) = (window().local_storage(), serde_json::to_string(&list))
-    {
+    let array: js_sys::Array = list
+        .iter()
+        .map(|id| wasm_bindgen::JsValue::from_str(&id.to_string()))
+        .collect();
+    let json = js_sys::JSON::stringify(&array)
+        .ok()
+        .and_then(|json| json.as_string());
+    if let (Ok(Some(storage)), Some(json)) = (window().local_storage(), json) {
         let _ = storage.set_item(STORAGE_KEY, &json);
     }
 }
