@@ -24,9 +24,9 @@ pub fn utc_label(at: DateTime<Utc>) -> String {
 pub fn local_label(at: DateTime<Utc>) -> String {
     #[cfg(feature = "hydrate")]
     {
-        // One formatter for the page: making one is the costly part (a timeline's six times
-        // took 170 ms of a slow phone's main thread with `toLocaleString`, which makes one
-        // per call).
+        // One formatter for the page, rather than one per call as `toLocaleString` makes. (The
+        // first format still costs a slow phone 170-230 ms, loading the locale's data: the
+        // order page does it once its stream is open.)
         thread_local! {
             static FORMAT: js_sys::Function = {
                 let options = js_sys::Object::new();
