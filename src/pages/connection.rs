@@ -14,6 +14,15 @@ pub enum Connection {
 }
 
 impl Connection {
+    #[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
+    pub const ALL: [Connection; 5] = [
+        Connection::Connecting,
+        Connection::Live,
+        Connection::Reconnecting,
+        Connection::Offline,
+        Connection::Completed,
+    ];
+
     /// Its name in the tabs' messages (`super::channel`).
     #[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
     pub fn name(self) -> &'static str {
@@ -28,14 +37,9 @@ impl Connection {
 
     #[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
     pub fn from_name(name: &str) -> Option<Self> {
-        Some(match name {
-            "Connecting" => Connection::Connecting,
-            "Live" => Connection::Live,
-            "Reconnecting" => Connection::Reconnecting,
-            "Offline" => Connection::Offline,
-            "Completed" => Connection::Completed,
-            _ => return None,
-        })
+        Self::ALL
+            .into_iter()
+            .find(|connection| connection.name() == name)
     }
 
     pub fn label(self) -> &'static str {

@@ -184,10 +184,10 @@ impl IslandData for RecentData {
 
     #[cfg(feature = "hydrate")]
     fn read(value: &wasm_bindgen::JsValue) -> Option<Self> {
-        use crate::pages::json::{event_id, get, list, summary};
+        use crate::pages::json::{event_id, field, list, summary};
         Some(Self {
-            recent: list(&get(value, "recent"), summary)?,
-            last_event_id: event_id(&get(value, "lastEventId"))?,
+            recent: list(&field(value, "recent"), summary)?,
+            last_event_id: event_id(&field(value, "lastEventId"))?,
         })
     }
 }

@@ -39,7 +39,7 @@ pub fn take<T: IslandData>() -> Option<T> {
     #[cfg(feature = "hydrate")]
     {
         let text = document().get_element_by_id(T::ID)?.text_content()?;
-        T::read(&super::json::parse(&text)?)
+        super::json::read(&text, T::read)
     }
     #[cfg(not(feature = "hydrate"))]
     {

@@ -15,12 +15,14 @@ use crate::domain::{
     parse_time, EventId, Order, OrderEvent, OrderStatus, OrderStatusUpdate, OrderSummary,
 };
 
-/// `text` parsed; `None` when it is not JSON.
-pub fn parse(text: &str) -> Option<JsValue> {
-    JSON::parse(text).ok()
+/// `text` parsed and read with `read` (one of the readers below); `None` when it is not
+/// JSON or not what `read` expects.
+pub fn read<T>(text: &str, read: fn(&JsValue) -> Option<T>) -> Option<T> {
+    read(&JSON::parse(text).ok()?)
 }
 
-fn field(value: &JsValue, name: &str) -> JsValue {
+/// A field of an object (`undefined` when it has none).
+pub fn field(value: &JsValue, name: &str) -> JsValue {
     Reflect::get(value, &JsValue::from_str(name)).unwrap_or(JsValue::UNDEFINED)
 }
 
@@ -93,9 +95,4 @@ pub fn order(value: &JsValue) -> Option<Order> {
         events: list(&field(value, "events"), event)?,
         expired: field(value, "expired").as_bool().unwrap_or(false),
     })
-}
-
-/// A field of an island's data ([`super::island`]).
-pub fn get(value: &JsValue, name: &str) -> JsValue {
-    field(value, name)
 }

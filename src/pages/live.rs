@@ -519,7 +519,7 @@ fn revive(tab: &Shared) {
 
 /// The holder's source delivered an event: keep it, show it here, pass it on.
 fn relay(tab: &Shared, id: EventId, data: String) {
-    let Some(update) = json::parse(&data).as_ref().and_then(json::update) else {
+    let Some(update) = json::read(&data, json::update) else {
         return;
     };
     let nothing_left = {
@@ -637,7 +637,7 @@ fn set_connection(tab: &Shared, connection: Connection) {
 /// Adds an event to the timelines of its order that need it next. A timeline that finds
 /// it lacks an earlier one asks the holder again (or, in the holder, reopens from it).
 fn apply(tab: &Shared, id: EventId, data: &str) {
-    let Some(update) = json::parse(data).as_ref().and_then(json::update) else {
+    let Some(update) = json::read(data, json::update) else {
         return;
     };
     let status = update.status;

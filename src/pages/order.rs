@@ -195,10 +195,10 @@ impl IslandData for TrackerData {
 
     #[cfg(feature = "hydrate")]
     fn read(value: &wasm_bindgen::JsValue) -> Option<Self> {
-        use crate::pages::json::{event, get, list, uuid};
+        use crate::pages::json::{event, field, list, uuid};
         Some(Self {
             id: uuid(value, "id")?,
-            events: list(&get(value, "events"), event)?,
+            events: list(&field(value, "events"), event)?,
         })
     }
 }

@@ -38,5 +38,5 @@ pub async fn read_order(id: Uuid) -> Option<Read> {
         .await
         .ok()?
         .as_string()?;
-    json::order(&json::parse(&text)?).map(Read::Order)
+    json::read(&text, json::order).map(Read::Order)
 }

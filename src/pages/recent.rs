@@ -127,7 +127,7 @@ mod feed {
     }
 
     fn receive(feed: &Rc<RefCell<Feed>>, id: EventId, data: &str) {
-        let Some(update) = json::parse(data).as_ref().and_then(json::update) else {
+        let Some(update) = json::read(data, json::update) else {
             return;
         };
         let mut state = feed.borrow_mut();
