@@ -42,8 +42,10 @@ async function pageLeftBehind(page: Page, server: AppServer, id: string): Promis
     "current",
   );
   await page.evaluate(() => ((window as any).__sameDocument = true));
+  // A little ahead of the page's clock, which keeps running until then: on a busy machine
+  // 100 ms passed between reading it and pausing it ("Cannot fast-forward to the past").
   const now = await page.evaluate(() => Date.now());
-  await page.clock.pauseAt(now + 100);
+  await page.clock.pauseAt(now + 500);
 
   let refused = 0;
   await page.route(streams, (route) => {
