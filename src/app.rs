@@ -24,12 +24,15 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <meta name="viewport" content="width=device-width, initial-scale=1" />
                 <meta name="color-scheme" content="light dark" />
                 <AutoReload options=options.clone() />
+                // What the pages add to the head, before the stylesheet: a script there runs
+                // at once, one after it waits for the stylesheet (the order page's stream,
+                // `pages/head_start.rs`).
+                <MetaTags />
                 // The stylesheet's name carries its hash, read from hash.txt like the bundle's.
                 <HashedStylesheet options=options.clone() id="leptos" />
                 // Islands: the browser hydrates only the `#[island]`s, not the whole page
                 // (their bundle preloaded; see `scripts`).
                 <scripts::IslandScripts options />
-                <MetaTags />
             </head>
             <body>
                 <App />

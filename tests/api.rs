@@ -471,3 +471,45 @@ async fn the_demo_button_is_offered_only_without_an_admin_token() {
     let reply = call_server_fn(&router(locked), path).await;
     assert_eq!(reply.status, StatusCode::FORBIDDEN);
 }
+
+#[tokio::test]
+async fn an_order_on_its_way_opens_its_stream_from_the_head_and_a_delivered_one_does_not() {
+    let (_dir, state) = test_state(|_| {}).await;
+    let app = router(state);
+    let id = created_order(&app, &[]).await;
+    let mut last = String::new();
+    for status in ["PaymentConfirmed", "Packed"] {
+        let body = format!(r#"{{"status":"{status}"}}"#);
+        let uri = format!("/api/orders/{id}/status");
+        let reply = send(&app, Method::POST, &uri, &[JSON], body.as_bytes()).await;
+        last = reply.json()["id"].as_str().unwrap().to_owned();
+    }
+    let page = |reply: Reply| String::from_utf8_lossy(&reply.body).into_owned();
+    let html = page(send(&app, Method::GET, &format!("/orders/{id}"), &[], b"").await);
+    // In the head, before the stylesheet (a script after it would wait for it), resuming
+    // after the page's last event, as the tab's holder would.
+    let script = html
+        .find("window.__streamHeadStart")
+        .expect("the page starts its stream");
+    let stylesheet = html.find("rel=\"stylesheet\"").unwrap();
+    let head_end = html.find("</head>").unwrap();
+    assert!(script < stylesheet && stylesheet < head_end, "{html}");
+    let url = format!("\"/stream?order={id}&last_event_id={last}&heartbeat\"");
+    assert!(html.contains(&url), "{url} in {html}");
+    assert!(html.contains("ifAvailable: true"), "{html}");
+
+    for status in ["Shipped", "OutForDelivery", "Delivered"] {
+        let body = format!(r#"{{"status":"{status}"}}"#);
+        let uri = format!("/api/orders/{id}/status");
+        assert_eq!(
+            send(&app, Method::POST, &uri, &[JSON], body.as_bytes())
+                .await
+                .status,
+            200
+        );
+    }
+    let html = page(send(&app, Method::GET, &format!("/orders/{id}"), &[], b"").await);
+    // The order's page, with its timeline, but no stream to open.
+    assert!(html.contains("id=\"tracker-data\""), "{html}");
+    assert!(!html.contains("__streamHeadStart"), "{html}");
+}

@@ -28,6 +28,7 @@ use web_sys::{BroadcastChannel, Event, MessageEvent};
 use crate::domain::{EventId, OrderEvent};
 use crate::pages::channel::{Message, CHANNEL, LOCK};
 use crate::pages::connection::Connection;
+use crate::pages::head_start::{self, stream_url, Started};
 use crate::pages::json;
 use crate::pages::source::{reopen_delay, restored_from_cache, Listener, Source};
 use crate::pages::time::local_label;
@@ -241,14 +242,31 @@ fn share(tab: &Shared, locks: &JsValue, channel: BroadcastChannel) {
         }
         js_sys::Promise::new(&mut |_, _| {})
     });
-    let request = js_sys::Reflect::get(locks, &"request".into())
-        .ok()
-        .and_then(|f| f.dyn_into::<js_sys::Function>().ok());
-    let requested = request.is_some_and(|request| {
-        request
-            .call2(locks, &LOCK.into(), on_granted.as_ref())
-            .is_ok()
-    });
+    let on_granted = on_granted.into_js_value();
+    // The page may have started the stream itself, holding the lock (`head_start`): this
+    // tab then adopts it; otherwise (another tab holds the lock) it asks for the lock.
+    let requested = match head_start::pending() {
+        Some(pending) => {
+            let (weak, locks, on_granted) = (Rc::downgrade(tab), locks.clone(), on_granted.clone());
+            leptos::task::spawn_local(async move {
+                let started = head_start::adopt(pending).await;
+                let Some(tab) = weak.upgrade() else {
+                    return;
+                };
+                match started {
+                    Some(started) => adopt(&tab, started),
+                    None if request_lock(&locks, &on_granted) => {}
+                    None => {
+                        tab.borrow_mut().channel = None;
+                        become_holder(&tab);
+                        set_role(&tab);
+                    }
+                }
+            });
+            true
+        }
+        None => request_lock(locks, &on_granted),
+    };
 
     let mut state = tab.borrow_mut();
     state.channel = Some(channel);
@@ -256,12 +274,50 @@ fn share(tab: &Shared, locks: &JsValue, channel: BroadcastChannel) {
         on_message.into_js_value(),
         on_pagehide.into_js_value(),
         on_back.into_js_value(),
-        on_granted.into_js_value(),
+        on_granted,
     ];
     drop(state);
     if !requested {
         tab.borrow_mut().channel = None;
         become_holder(tab);
+    }
+}
+
+/// Asks for the lock, `on_granted` to be called once this tab holds it; `false` if it could
+/// not be asked for.
+fn request_lock(locks: &JsValue, on_granted: &JsValue) -> bool {
+    js_sys::Reflect::get(locks, &"request".into())
+        .ok()
+        .and_then(|f| f.dyn_into::<js_sys::Function>().ok())
+        .is_some_and(|request| request.call2(locks, &LOCK.into(), on_granted).is_ok())
+}
+
+/// This tab holds the stream the page started ([`head_start`]): it becomes the browser's
+/// holder with that stream, and hears what the stream delivered before.
+fn adopt(tab: &Shared, started: Started) {
+    let Started {
+        source,
+        order,
+        after,
+        frames,
+    } = started;
+    let wants = {
+        let mut state = tab.borrow_mut();
+        let mut holder = Holder::default();
+        holder.covered.insert(order, after);
+        holder.cursor = after;
+        holder.source = Some(Source::adopt(source.clone(), Stream(Rc::downgrade(tab))));
+        state.holder = Some(holder);
+        own_wants(&state)
+    };
+    post(tab, &Message::Who);
+    set_connection(tab, Connection::Connecting);
+    set_role(tab);
+    want(tab, &wants);
+    // Each frame dispatched anew (its first dispatch is over), in order, outside the borrow:
+    // the holder's handlers hear it as they would have, and relay it.
+    for frame in &frames {
+        let _ = source.dispatch_event(frame);
     }
 }
 
@@ -449,19 +505,7 @@ fn reopen(tab: &Shared) {
         *covered = (*covered).min(from);
     }
     holder.cursor = from;
-    let mut url = String::from("/stream?");
-    for order in &orders {
-        url.push_str("order=");
-        url.push_str(&order.to_string());
-        url.push('&');
-    }
-    match from {
-        Some(id) => url.push_str(&format!("last_event_id={id}")),
-        None => {
-            url.pop();
-        }
-    }
-    let source = Source::open(&url, Stream(Rc::downgrade(tab)));
+    let source = Source::open(&stream_url(&orders, from), Stream(Rc::downgrade(tab)));
     let opened = source.is_some();
     holder.source = source;
     drop(state);

@@ -3,6 +3,7 @@
 //! server's side of the pages.
 mod channel;
 mod connection;
+mod head_start;
 pub mod home;
 mod island;
 #[cfg(feature = "hydrate")]

@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use crate::domain::{rfc3339_millis, OrderEvent, OrderStatus};
 use crate::pages::connection::Connection;
+use crate::pages::head_start::HeadStart;
 use crate::pages::island::{self, give, IslandData};
 use crate::pages::time::{local_label, utc_label};
 
@@ -80,11 +81,19 @@ pub fn OrderPage() -> impl IntoView {
         <Suspense fallback=|| view! { <p class="muted">"Loading your order…"</p> }>
             {move || Suspend::new(async move {
                 match lookup.await {
-                    Ok(OrderLookup::Known { id, events }) => view! {
-                        <OrderTitle id />
-                        {give(TrackerData { id, events })}
-                        <Tracker />
-                    }.into_any(),
+                    Ok(OrderLookup::Known { id, events }) => {
+                        // The stream started by the page itself, unless the order is
+                        // delivered (then there is none to open).
+                        let last = events.last();
+                        let after = last.map(|event| event.id);
+                        let live = !last.is_some_and(|event| event.status().is_final());
+                        view! {
+                            <OrderTitle id />
+                            {give(TrackerData { id, events })}
+                            <Tracker />
+                            {live.then(|| view! { <HeadStart order=id after /> })}
+                        }.into_any()
+                    }
                     Ok(OrderLookup::Expired { id, status, updated_at }) => view! {
                         <OrderTitle id />
                         {give(ExpiredData { id, status, updated_at })}

@@ -22,6 +22,7 @@ use wasm_bindgen::JsCast;
 use web_sys::{Event, EventSource, MessageEvent};
 
 use crate::domain::{retry_ms, EventId};
+use crate::pages::head_start::with_heartbeat;
 
 /// How long to wait before reopening a source the browser gave up on: drawn each time
 /// between 3 and 6 s, as the server draws each stream's `retry` (spec §13), so that the
@@ -86,8 +87,14 @@ pub struct Source {
 impl Source {
     /// Opens `url` (which already has a query string or not), asking for heartbeats.
     pub fn open(url: &str, listener: impl Listener) -> Option<Self> {
-        let separator = if url.contains('?') { '&' } else { '?' };
-        let source = EventSource::new(&format!("{url}{separator}heartbeat")).ok()?;
+        let source = EventSource::new(&with_heartbeat(url)).ok()?;
+        Some(Self::adopt(source, listener))
+    }
+
+    /// Takes over a source opened elsewhere (by the page, [`super::head_start`]), asking
+    /// for heartbeats: from now on `listener` hears it. What it delivered before is not
+    /// heard here: the owner dispatches it again.
+    pub fn adopt(source: EventSource, listener: impl Listener) -> Self {
         let listener = Rc::new(listener);
         let hearing = Rc::new(Hearing {
             source: source.clone(),
@@ -202,12 +209,12 @@ impl Source {
                 page.push((target, name, handler));
             }
         }
-        Some(Self {
+        Self {
             hearing,
             _handlers: [on_open, on_update, on_reset, on_beat, on_failure],
             page,
             watchdog,
-        })
+        }
     }
 
     /// Whether the browser gave up on it.
