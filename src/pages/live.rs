@@ -25,7 +25,7 @@ use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 use web_sys::{BroadcastChannel, Event, MessageEvent};
 
-use crate::domain::{EventId, OrderEvent};
+use crate::domain::{EventId, OrderEvent, OrderStatusUpdate};
 use crate::pages::channel::{Message, CHANNEL, LOCK};
 use crate::pages::connection::Connection;
 use crate::pages::head_start::{self, stream_url, Started};
@@ -401,7 +401,11 @@ fn hear(tab: &Shared, message: Message) {
             }
         }
         Message::Who => wants_changed(tab),
-        Message::Event { id, data } => apply(tab, id, &data),
+        Message::Event { id, data } => {
+            if let Some(update) = json::read(&data, json::update) {
+                apply(tab, id, &update);
+            }
+        }
         Message::Reset => reload_all(tab),
         Message::State { connection } if !holding => set_connection(tab, connection),
         _ => {}
@@ -430,7 +434,9 @@ fn want(tab: &Shared, orders: &[(Uuid, Option<EventId>)]) {
         }
     }
     for (id, data) in resend {
-        share_event(tab, id, data);
+        if let Some(update) = json::read(&data, json::update) {
+            share_event(tab, id, data, &update);
+        }
     }
     if let Some(from) = reopen_from {
         schedule_reopen(tab, Some(from));
@@ -582,16 +588,16 @@ fn relay(tab: &Shared, id: EventId, data: String) {
         }
         holder.wanted(&own).is_empty()
     };
-    share_event(tab, id, data);
+    share_event(tab, id, data, &update);
     if nothing_left {
         // Every order wanted is delivered: the server ends the stream; do not reconnect.
         reopen(tab);
     }
 }
 
-/// Passes an event to the other tabs and shows it in this one.
-fn share_event(tab: &Shared, id: EventId, data: String) {
-    apply(tab, id, &data);
+/// Passes an event to the other tabs and shows it in this one (`update`: its data, read).
+fn share_event(tab: &Shared, id: EventId, data: String, update: &OrderStatusUpdate) {
+    apply(tab, id, update);
     post(tab, &Message::Event { id, data });
 }
 
@@ -680,10 +686,7 @@ fn set_connection(tab: &Shared, connection: Connection) {
 
 /// Adds an event to the timelines of its order that need it next. A timeline that finds
 /// it lacks an earlier one asks the holder again (or, in the holder, reopens from it).
-fn apply(tab: &Shared, id: EventId, data: &str) {
-    let Some(update) = json::read(data, json::update) else {
-        return;
-    };
+fn apply(tab: &Shared, id: EventId, update: &OrderStatusUpdate) {
     let status = update.status;
     let mut gap_after: Option<Option<EventId>> = None;
     let mut completed = false;

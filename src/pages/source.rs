@@ -91,9 +91,9 @@ impl Source {
         Some(Self::adopt(source, listener))
     }
 
-    /// Takes over a source opened elsewhere (by the page, [`super::head_start`]), asking
-    /// for heartbeats: from now on `listener` hears it. What it delivered before is not
-    /// heard here: the owner dispatches it again.
+    /// Takes over a source opened elsewhere (by the page, [`super::head_start`], with
+    /// heartbeats asked for): from now on `listener` hears it. What it delivered before is
+    /// not heard here: the owner dispatches it again.
     pub fn adopt(source: EventSource, listener: impl Listener) -> Self {
         let listener = Rc::new(listener);
         let hearing = Rc::new(Hearing {
