@@ -24,7 +24,6 @@ use crate::pages::channel::LOCK;
 
 /// The global through which the page's script hands its stream to the bundle: a promise of
 /// the stream started, or of `null` when the lock was taken.
-#[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
 const GLOBAL: &str = "__streamHeadStart";
 /// How long the page holds a stream for a bundle that does not come.
 const ABANDON_MS: u32 = 15_000;
