@@ -238,7 +238,6 @@ fn share(tab: &Shared, locks: &JsValue, channel: BroadcastChannel) {
     let on_granted = Closure::<dyn FnMut(JsValue) -> js_sys::Promise>::new(move |_| {
         if let Some(tab) = weak.upgrade() {
             become_holder(&tab);
-            set_role(&tab);
         }
         js_sys::Promise::new(&mut |_, _| {})
     });
@@ -256,11 +255,7 @@ fn share(tab: &Shared, locks: &JsValue, channel: BroadcastChannel) {
                 match started {
                     Some(started) => adopt(&tab, started),
                     None if request_lock(&locks, &on_granted) => {}
-                    None => {
-                        tab.borrow_mut().channel = None;
-                        become_holder(&tab);
-                        set_role(&tab);
-                    }
+                    None => hold_alone(&tab),
                 }
             });
             true
@@ -278,9 +273,14 @@ fn share(tab: &Shared, locks: &JsValue, channel: BroadcastChannel) {
     ];
     drop(state);
     if !requested {
-        tab.borrow_mut().channel = None;
-        become_holder(tab);
+        hold_alone(tab);
     }
+}
+
+/// The lock cannot be asked for: this tab holds its own stream, with no channel.
+fn hold_alone(tab: &Shared) {
+    tab.borrow_mut().channel = None;
+    become_holder(tab);
 }
 
 /// Asks for the lock, `on_granted` to be called once this tab holds it; `false` if it could
@@ -301,19 +301,15 @@ fn adopt(tab: &Shared, started: Started) {
         after,
         frames,
     } = started;
-    let wants = {
-        let mut state = tab.borrow_mut();
-        let mut holder = Holder::default();
-        holder.covered.insert(order, after);
-        holder.cursor = after;
-        holder.source = Some(Source::adopt(source.clone(), Stream(Rc::downgrade(tab))));
-        state.holder = Some(holder);
-        own_wants(&state)
+    let holder = Holder {
+        source: Some(Source::adopt(source.clone(), Stream(Rc::downgrade(tab)))),
+        covered: HashMap::from([(order, after)]),
+        cursor: after,
+        ..Holder::default()
     };
-    post(tab, &Message::Who);
-    set_connection(tab, Connection::Connecting);
-    set_role(tab);
-    want(tab, &wants);
+    if !hold(tab, holder) {
+        return;
+    }
     // Each frame dispatched anew (its first dispatch is over), in order, outside the borrow:
     // the holder's handlers hear it as they would have, and relay it.
     for frame in &frames {
@@ -368,20 +364,30 @@ fn wants_changed(tab: &Shared) {
     }
 }
 
+/// This tab holds the browser's stream from now on, and opens it.
 fn become_holder(tab: &Shared) {
+    if hold(tab, Holder::default()) {
+        // Nothing wanted yet: still, the state is known.
+        schedule_reopen(tab, None);
+    }
+}
+
+/// Makes `holder` this tab's, unless it holds already (`false`; `holder` is dropped, with any
+/// source it has), asks every tab what it wants, and takes this tab's own wants.
+fn hold(tab: &Shared, holder: Holder) -> bool {
     let wants = {
         let mut state = tab.borrow_mut();
         if state.holder.is_some() {
-            return;
+            return false;
         }
-        state.holder = Some(Holder::default());
+        state.holder = Some(holder);
         own_wants(&state)
     };
     post(tab, &Message::Who);
     set_connection(tab, Connection::Connecting);
+    set_role(tab);
     want(tab, &wants);
-    // Nothing wanted yet: still, the state is known.
-    schedule_reopen(tab, None);
+    true
 }
 
 fn hear(tab: &Shared, message: Message) {
