@@ -2,7 +2,8 @@
 //! printed side by side with the ratio ours/Nchan.
 //!
 //! (1) N subscribers on one order, 5 status events; (2) N subscribers over M orders, 5 events
-//! each, one request per event; (2b) the same with each round published as batches
+//! each, one request per event, run in pairs with Nchan on fresh servers (see
+//! `run_many_pairs`); (2b) the same with each round published as batches
 //! (`POST /api/events`; Nchan has no batch and publishes one message per request); (3) a connect storm of N subscribers each replaying a delivered order's 6 events;
 //! (4) resident memory per idle subscriber on a fresh server process; (6) as many subscribers
 //! on one order as one process may hold here (the open-file limit is 20,000), on a fresh
@@ -172,6 +173,9 @@ enum Only {
     Wide,
 }
 
+/// How many pairs (ours, Nchan) of scenario (2) `make bench` runs.
+const MANY_PAIRS: usize = 3;
+
 struct Results {
     one: Fanout,
     most: Fanout,
@@ -207,13 +211,6 @@ async fn run(kind: Kind, args: &Args) -> Results {
     );
     let one = scenarios::fanout(&server, args.subscribers, 1).await;
     eprintln!(
-        "[{}] (2) {} subscribers over {} orders",
-        server.name(),
-        args.subscribers,
-        args.orders
-    );
-    let many = scenarios::fanout(&server, args.subscribers, args.orders).await;
-    eprintln!(
         "[{}] (2b) {} subscribers over {} orders, rounds published as batches",
         server.name(),
         args.subscribers,
@@ -244,12 +241,64 @@ async fn run(kind: Kind, args: &Args) -> Results {
     Results {
         one,
         most,
-        many,
+        // (2) runs apart, in pairs with the other side: see [`run_many_pairs`].
+        many: Fanout::default(),
         batches,
         replay,
         idle_kib,
         idle_connected,
     }
+}
+
+/// (2) in alternating pairs on fresh servers, the order of each pair turned round every time
+/// (ours then Nchan, Nchan then ours, …), each run after a `sync` so that neither side meets
+/// writeback it did not cause. Run back to back after the other scenarios, (2) measured the
+/// machine's state as much as the server (ours always first, straight after the build and
+/// on the server (1) had used); pairs put both sides in the same conditions, and the spread
+/// between pairs shows how much of a difference is noise. Returns each side's runs pooled and
+/// each pair's p99 (ours, Nchan) in ms.
+async fn run_many_pairs(args: &Args, pairs: usize) -> (Fanout, Fanout, Vec<(f64, f64)>) {
+    let (mut ours, mut nchan) = (Vec::new(), Vec::new());
+    for pair in 0..pairs {
+        let order = if pair % 2 == 0 {
+            [Kind::Ours, Kind::Nchan]
+        } else {
+            [Kind::Nchan, Kind::Ours]
+        };
+        for kind in order {
+            settle();
+            let server = match kind {
+                Kind::Ours => Server::start_ours(&args.server, &args.site_root).await,
+                Kind::Nchan => Server::start_nchan(&args.nchan_conf).await,
+            };
+            eprintln!(
+                "[{}] (2) pair {} of {pairs}: {} subscribers over {} orders",
+                server.name(),
+                pair + 1,
+                args.subscribers,
+                args.orders
+            );
+            let run = scenarios::fanout(&server, args.subscribers, args.orders).await;
+            drop(server);
+            match kind {
+                Kind::Ours => ours.push(run),
+                Kind::Nchan => nchan.push(run),
+            }
+        }
+    }
+    let p99 = |f: &Fanout| percentile(&f.latencies_us, 99.0) / 1000.0;
+    let spread = ours
+        .iter()
+        .zip(&nchan)
+        .map(|(o, n)| (p99(o), p99(n)))
+        .collect();
+    (Fanout::pooled(ours), Fanout::pooled(nchan), spread)
+}
+
+/// Writes the page cache back and lets the disk go quiet before a run that fsyncs.
+fn settle() {
+    let _ = std::process::Command::new("sync").status();
+    std::thread::sleep(std::time::Duration::from_secs(1));
 }
 
 /// One table row: the figure, both values, and `numerator / denominator` ("—" over zero).
@@ -829,9 +878,13 @@ fn main() -> std::process::ExitCode {
         return std::process::ExitCode::SUCCESS;
     }
     let with_postgres = std::env::var_os("PGHOST").is_some();
-    let (ours, nchan, cluster, wide) = runtime.block_on(async {
-        let ours = run(Kind::Ours, &args).await;
-        let nchan = run(Kind::Nchan, &args).await;
+    let (ours, nchan, pairs, cluster, wide) = runtime.block_on(async {
+        let mut ours = run(Kind::Ours, &args).await;
+        let mut nchan = run(Kind::Nchan, &args).await;
+        let (many_ours, many_nchan, pairs) =
+            run_many_pairs(&args, if args.smoke { 1 } else { MANY_PAIRS }).await;
+        ours.many = many_ours;
+        nchan.many = many_nchan;
         let (cluster, wide) = if with_postgres {
             let cluster = run_cluster(&args).await;
             let wide = (
@@ -843,9 +896,18 @@ fn main() -> std::process::ExitCode {
             eprintln!("(5), (7) skipped: no PG* variables (make bench runs inside pg_virtualenv)");
             (None, None)
         };
-        (ours, nchan, cluster, wide)
+        (ours, nchan, pairs, cluster, wide)
     });
     let mut table = table(&ours, &nchan, &args);
+    table.push_str(&format!(
+        "\n(2) ran in {} pairs on fresh servers, alternating which side goes first, each after a `sync`; its rows pool them. Latency p99 of each pair, ours / Nchan: {}.\n",
+        pairs.len(),
+        pairs
+            .iter()
+            .map(|(o, n)| format!("{o:.2} / {n:.2} ms ({:.2}x)", o / n))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
     if let Some(cluster) = &cluster {
         table.push_str(&format!(
             "\nSeveral instances, {} subscribers over {} orders on Postgres (ours against ours):\n\n{}",
