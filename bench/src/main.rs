@@ -174,7 +174,7 @@ enum Only {
 }
 
 /// How many pairs (ours, Nchan) of scenario (2) `make bench` runs.
-const MANY_PAIRS: usize = 3;
+const MANY_PAIRS: usize = 5;
 
 struct Results {
     one: Fanout,
