@@ -900,8 +900,9 @@ fn main() -> std::process::ExitCode {
     });
     let mut table = table(&ours, &nchan, &args);
     table.push_str(&format!(
-        "\n(2) ran in {} pairs on fresh servers, alternating which side goes first, each after a `sync`; its rows pool them. Latency p99 of each pair, ours / Nchan: {}.\n",
+        "\n(2) ran as {} pair{} on fresh servers, alternating which side goes first, each after a `sync`; its rows pool them. Latency p99 of each pair, ours / Nchan: {}.\n",
         pairs.len(),
+        if pairs.len() == 1 { "" } else { "s" },
         pairs
             .iter()
             .map(|(o, n)| format!("{o:.2} / {n:.2} ms ({:.2}x)", o / n))
