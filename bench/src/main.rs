@@ -186,13 +186,16 @@ struct Results {
     idle_connected: usize,
 }
 
+/// A fresh server of `kind`, one process, as `args` name it.
+async fn start(kind: Kind, args: &Args) -> Server {
+    match kind {
+        Kind::Ours => Server::start_ours(&args.server, &args.site_root).await,
+        Kind::Nchan => Server::start_nchan(&args.nchan_conf).await,
+    }
+}
+
 async fn run(kind: Kind, args: &Args) -> Results {
-    let start = || async {
-        match kind {
-            Kind::Ours => Server::start_ours(&args.server, &args.site_root).await,
-            Kind::Nchan => Server::start_nchan(&args.nchan_conf).await,
-        }
-    };
+    let start = || start(kind, args);
     // (4) first, on a fresh process; then the rest on another fresh one.
     let server = start().await;
     eprintln!(
@@ -266,11 +269,8 @@ async fn run_many_pairs(args: &Args, pairs: usize) -> (Fanout, Fanout, Vec<(f64,
             [Kind::Nchan, Kind::Ours]
         };
         for kind in order {
-            settle();
-            let server = match kind {
-                Kind::Ours => Server::start_ours(&args.server, &args.site_root).await,
-                Kind::Nchan => Server::start_nchan(&args.nchan_conf).await,
-            };
+            settle().await;
+            let server = start(kind, args).await;
             eprintln!(
                 "[{}] (2) pair {} of {pairs}: {} subscribers over {} orders",
                 server.name(),
@@ -296,9 +296,9 @@ async fn run_many_pairs(args: &Args, pairs: usize) -> (Fanout, Fanout, Vec<(f64,
 }
 
 /// Writes the page cache back and lets the disk go quiet before a run that fsyncs.
-fn settle() {
-    let _ = std::process::Command::new("sync").status();
-    std::thread::sleep(std::time::Duration::from_secs(1));
+async fn settle() {
+    let _ = tokio::process::Command::new("sync").status().await;
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
 }
 
 /// One table row: the figure, both values, and `numerator / denominator` ("—" over zero).
@@ -849,11 +849,12 @@ fn main() -> std::process::ExitCode {
     }
     if let Some(only) = args.only {
         let fanout = runtime.block_on(async {
-            let server = if args.on_nchan {
-                Server::start_nchan(&args.nchan_conf).await
+            let kind = if args.on_nchan {
+                Kind::Nchan
             } else {
-                Server::start_ours(&args.server, &args.site_root).await
+                Kind::Ours
             };
+            let server = start(kind, &args).await;
             let (orders, publishing) = match only {
                 Only::One => (1, scenarios::Publishing::Single),
                 Only::Many => (args.orders, scenarios::Publishing::Single),

@@ -273,20 +273,20 @@ impl Fanout {
     /// Several runs of one scenario as one: every latency and answer together, every round;
     /// rates, CPU and memory as the mean of a run; losses and failures added up.
     pub fn pooled(runs: Vec<Fanout>) -> Fanout {
-        let count = runs.len().max(1) as f64;
+        let count = runs.len().max(1);
         let mut all = Fanout::default();
         for run in &runs {
             all.latencies_us.extend(&run.latencies_us);
             all.acks_us.extend(&run.acks_us);
             all.round_ms.extend(&run.round_ms);
-            all.deliveries_per_s += run.deliveries_per_s / count;
+            all.deliveries_per_s += run.deliveries_per_s / count as f64;
             all.losses += run.losses;
             all.failed_publishes += run.failed_publishes;
             all.failed_subscribers += run.failed_subscribers;
             all.duplicates += run.duplicates;
-            all.cpu_s += run.cpu_s / count;
-            all.rounds_cpu_s += run.rounds_cpu_s / count;
-            all.rss_connected_kib += run.rss_connected_kib / runs.len().max(1) as u64;
+            all.cpu_s += run.cpu_s / count as f64;
+            all.rounds_cpu_s += run.rounds_cpu_s / count as f64;
+            all.rss_connected_kib += run.rss_connected_kib / count as u64;
         }
         all.latencies_us.sort_unstable();
         all.acks_us.sort_unstable();

@@ -777,8 +777,8 @@ mod tests {
     fn a_burst_of_endings_is_closed_once_it_is_over() {
         use std::io::{ErrorKind, Read};
         // Slower than the server's pace, so that a busy test machine cannot pass for a
-        // pause: a socket every 10 ms, for longer than `within` would allow were it
-        // counted from the last socket instead of the first.
+        // pause: a socket every 10 ms for 600 ms, four times `quiet`. A closer that closed
+        // each socket at once, or less than 600 ms after it came, would have closed the first.
         let pace = Pace {
             quiet: Duration::from_millis(150),
             within: Duration::from_secs(5),
